@@ -1,0 +1,380 @@
+--! Previous: -
+--! Hash: sha1:0dfaae86e3443ee21e981e92eb75f9dfb680ea05
+--! Message: schema
+
+/*
+ * Schema: Aleph's two tables when they are absent, the archive of removed
+ * rows, the monitoring view, and the functions. Nothing here scans or
+ * rewrites role_membership: the index builds and the dedupe come in the
+ * migrations after this one, so each step holds its locks only briefly.
+ *
+ * Strong locks wait at most lock_timeout; `npm run migrate` retries the whole
+ * migration when it gives up (SQLSTATE 55P03), so logins never queue for long
+ * behind a migration waiting for a long transaction.
+ */
+set local lock_timeout = '1s';
+
+/*
+ * Refuse a role_membership keyed on something else: adding our key there
+ * would fail half-way, and guessing what the other key means is worse.
+ */
+do $$
+declare
+  v_columns text;
+begin
+  select string_agg(a.attname, ', ' order by a.attnum)
+    into v_columns
+    from pg_catalog.pg_constraint c
+    join pg_catalog.pg_attribute a
+      on a.attrelid = c.conrelid and a.attnum = any (c.conkey)
+   where c.conrelid = pg_catalog.to_regclass('public.role_membership')
+     and c.contype = 'p';
+  if v_columns is not null and v_columns not in ('group_id, member_id') then
+    raise exception using
+      errcode = 'RS010',
+      message = format('public.role_membership already has a primary key on (%s)', v_columns),
+      hint = 'rolesync keys the table on (member_id, group_id), as Aleph 4.1 does; drop the other key first.';
+  end if;
+end
+$$;
+
+/*
+ * Aleph's enum and tables, created only when absent, column for column as
+ * Aleph's Alembic migrations leave them (Aleph supplies the boolean defaults
+ * from Python, so the columns have none). An existing Aleph database keeps
+ * its own tables untouched.
+ */
+do $$
+begin
+  if pg_catalog.to_regtype('public.role_type') is null then
+    create type public.role_type as enum ('user', 'group', 'system');
+  end if;
+end
+$$;
+
+create table if not exists public.role (
+  id serial primary key,
+  created_at timestamp,
+  updated_at timestamp,
+  deleted_at timestamp,
+  foreign_id varchar(2048) not null unique,
+  name varchar not null,
+  email varchar,
+  api_key varchar,
+  is_admin boolean not null,
+  is_muted boolean not null,
+  type public.role_type not null,
+  password_digest varchar,
+  reset_token varchar,
+  notified_at timestamp,
+  locale varchar,
+  is_blocked boolean not null,
+  is_tester boolean not null
+);
+
+-- Created in Aleph's pre-4.1 shape; the migrations after this one key it.
+create table if not exists public.role_membership (
+  group_id integer references public.role (id),
+  member_id integer references public.role (id)
+);
+
+/*
+ * Every row the dedupe removes is copied here first, with why and when, so
+ * an operator can check or restore it. No foreign keys: the archive must
+ * outlive the roles it mentions.
+ */
+create table if not exists public.role_membership_removed (
+  id bigint generated always as identity primary key,
+  group_id integer,
+  member_id integer,
+  reason text not null check (reason in ('duplicate', 'null_column')),
+  removed_at timestamptz not null default now(),
+  removed_by name not null default current_user
+);
+comment on table public.role_membership_removed is
+  'Rows removed from role_membership by dedupe_role_memberships(): one row per removed copy, with the reason.';
+
+/*
+ * One row per member whose memberships sync_role_memberships() changed.
+ * Every changing call updates the member's row, so under REPEATABLE READ a
+ * call working from a snapshot older than another call's commit fails with
+ * SQLSTATE 40001 on this row instead of writing a set that nobody asked for
+ * (snapshot isolation's write skew, made into a write-write conflict).
+ * Calls that change nothing do not touch it.
+ */
+create table if not exists public.role_membership_last_change (
+  member_id integer primary key,
+  changed_at timestamptz not null,
+  changes bigint not null
+);
+comment on table public.role_membership_last_change is
+  'When sync_role_memberships() last changed each member''s groups, and how many times it has.';
+
+-- The seed's monitoring query: any row here is a bug, and a login failing.
+create or replace view public.role_membership_duplicates as
+  select m.group_id, m.member_id, count(*) as copies
+    from public.role_membership m
+   group by m.group_id, m.member_id
+  having count(*) > 1;
+comment on view public.role_membership_duplicates is
+  'Pairs stored more than once in role_membership. Empty once the primary key exists.';
+
+/*
+ * Keeps role_membership free of new duplicates while the table has no key:
+ * serialises writers per member on the same advisory lock as
+ * sync_role_memberships() and drops an insert (or update) that would repeat
+ * an existing pair. Installed before the dedupe, removed once the primary
+ * key exists. Volatile: it reads the table and takes a lock.
+ */
+create or replace function public.role_membership_guard()
+returns trigger
+language plpgsql
+volatile
+security invoker
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if new.group_id is null or new.member_id is null then
+    return new; -- the NOT NULL check constraint has the last word on these
+  end if;
+  if tg_op = 'UPDATE'
+     and new.group_id = old.group_id and new.member_id = old.member_id then
+    return new;
+  end if;
+  -- The member lock: (1919904869 = 'role' in ASCII, member id).
+  perform pg_catalog.pg_advisory_xact_lock(1919904869, new.member_id);
+  if exists (
+    select from public.role_membership m
+     where m.group_id = new.group_id and m.member_id = new.member_id
+  ) then
+    return null; -- the pair is already there: skip this copy
+  end if;
+  return new;
+end;
+$$;
+comment on function public.role_membership_guard() is
+  'Trigger used while role_membership has no primary key: skips inserts that would duplicate a pair.';
+
+/*
+ * Removes every duplicate copy (keeping exactly one of each pair) and every
+ * row with a NULL column, archiving each removed row first. Idempotent.
+ * Safe beside concurrent writers: the guard trigger (or the key) stops new
+ * duplicates, and a row another session moved or deleted is skipped.
+ * Returns the number of rows removed. Volatile: it deletes.
+ */
+create or replace function public.dedupe_role_memberships()
+returns bigint
+language plpgsql
+volatile
+security invoker
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_removed bigint;
+begin
+  -- With the primary key in place there can be neither; skip the scan.
+  if exists (
+    select from pg_catalog.pg_constraint c
+     where c.conrelid = 'public.role_membership'::regclass and c.contype = 'p'
+  ) then
+    return 0;
+  end if;
+
+  with doomed as (
+    select d.ctid
+      from (select m.ctid, m.group_id, m.member_id,
+                   row_number() over (partition by m.group_id, m.member_id) as copy
+              from public.role_membership m) d
+     where d.copy > 1 or d.group_id is null or d.member_id is null
+  ), removed as (
+    -- A TID scan: ctid = any(array) stays linear however many rows go.
+    delete from public.role_membership m
+     where m.ctid = any (array(select doomed.ctid from doomed))
+    returning m.group_id, m.member_id
+  )
+  insert into public.role_membership_removed (group_id, member_id, reason)
+  select r.group_id, r.member_id,
+         case when r.group_id is null or r.member_id is null
+              then 'null_column' else 'duplicate' end
+    from removed r;
+  get diagnostics v_removed = row_count;
+  return v_removed;
+end;
+$$;
+comment on function public.dedupe_role_memberships() is
+  'Removes duplicate and NULL rows from role_membership, archiving each in role_membership_removed. Returns how many.';
+
+/*
+ * Makes member role_id's groups exactly the distinct ids in group_ids, and
+ * returns what changed, each array sorted. MERGE semantics: rows that stay
+ * are not touched, and a call that changes nothing writes nothing (no
+ * transaction id, no WAL).
+ *
+ * Why it is race-free: every call for a member first takes a transaction-
+ * level advisory lock on (1919904869, member id). The lock is held to
+ * commit, and in READ COMMITTED each later statement here takes a new
+ * snapshot, so the read below sees the previous holder's committed rows.
+ * Calls for one member therefore run one after another, each diffing against
+ * the state its predecessor left, and the last to commit wins. Calls for
+ * different members take different locks and never wait on each other.
+ * Advisory locks need no transaction id, which keeps the no-op write-free.
+ * (MERGE would not do: before PostgreSQL 17 it lacks NOT MATCHED BY SOURCE,
+ * and it raises unique violations under concurrent inserts.)
+ *
+ * Errors (nothing is changed): 22004 a NULL argument or element; 22023 a
+ * multi-dimensional array; RS001 unknown or soft-deleted member; RS002
+ * unknown or soft-deleted group; RS003 a role that is not a group; RS004
+ * the member in its own list. Under REPEATABLE READ or SERIALIZABLE a call
+ * that would overwrite a concurrent call's change fails with 40001: retry
+ * the transaction. Volatile: it writes.
+ */
+create or replace function public.sync_role_memberships(
+  role_id integer,
+  group_ids integer[],
+  out added integer[],
+  out removed integer[]
+)
+language plpgsql
+volatile
+security invoker
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_member_exists boolean;
+  v_member_deleted_at timestamp;
+  v_unknown integer[];
+  v_not_groups text;
+begin
+  if sync_role_memberships.role_id is null then
+    raise exception using errcode = '22004',
+      message = 'sync_role_memberships: role_id must not be null';
+  end if;
+  if group_ids is null then
+    raise exception using errcode = '22004',
+      message = 'sync_role_memberships: group_ids must not be null',
+      hint = 'Pass an empty array to remove every membership.';
+  end if;
+  if array_ndims(group_ids) > 1 then
+    raise exception using errcode = '22023',
+      message = 'sync_role_memberships: group_ids must be a one-dimensional array';
+  end if;
+  if array_position(group_ids, null) is not null then
+    raise exception using errcode = '22004',
+      message = format('sync_role_memberships: group_ids must not contain NULL (element %s is NULL)',
+                       array_position(group_ids, null));
+  end if;
+  if sync_role_memberships.role_id = any (group_ids) then
+    raise exception using errcode = 'RS004',
+      message = format('role %s cannot be a member of itself', sync_role_memberships.role_id),
+      hint = 'Remove the member''s own id from group_ids.';
+  end if;
+
+  -- The member lock, held until commit (see the comment above the function).
+  perform pg_advisory_xact_lock(1919904869, sync_role_memberships.role_id);
+
+  -- One statement, one fresh snapshot: the checks and the diff.
+  with target as (
+    select distinct g.id from unnest(group_ids) as g(id)
+  ), current_groups as (
+    select distinct m.group_id as id
+      from public.role_membership m
+     where m.member_id = sync_role_memberships.role_id
+  )
+  select exists (select from public.role r where r.id = sync_role_memberships.role_id),
+         (select r.deleted_at from public.role r where r.id = sync_role_memberships.role_id),
+         array(select t.id from target t
+                 left join public.role r on r.id = t.id
+                where r.id is null or r.deleted_at is not null
+                order by t.id),
+         (select string_agg(format('%s (%s)', t.id, r.type), ', ' order by t.id)
+            from target t join public.role r on r.id = t.id
+           where r.deleted_at is null and r.type <> 'group'),
+         array(select t.id from target t
+                where not exists (select from current_groups c where c.id = t.id)
+                order by t.id),
+         array(select c.id from current_groups c
+                where not exists (select from target t where t.id = c.id)
+                order by c.id)
+    into v_member_exists, v_member_deleted_at, v_unknown, v_not_groups,
+         added, removed;
+
+  if not v_member_exists or v_member_deleted_at is not null then
+    raise exception using errcode = 'RS001',
+      message = format('member role %s %s', sync_role_memberships.role_id,
+                       case when v_member_exists then 'is soft-deleted' else 'does not exist' end),
+      hint = 'Sync memberships only for roles that exist and have no deleted_at.';
+  end if;
+  if cardinality(v_unknown) > 0 then
+    raise exception using errcode = 'RS002',
+      message = format('unknown or soft-deleted groups: %s', array_to_string(v_unknown, ', ')),
+      hint = 'Create the group roles first, or leave these ids out.';
+  end if;
+  if v_not_groups is not null then
+    raise exception using errcode = 'RS003',
+      message = format('roles are not groups: %s', v_not_groups),
+      hint = 'group_ids may only name roles of type ''group''.';
+  end if;
+
+  if cardinality(added) = 0 and cardinality(removed) = 0 then
+    return; -- nothing to change, so nothing is written
+  end if;
+
+  with deleted as (
+    delete from public.role_membership m
+     where m.member_id = sync_role_memberships.role_id
+       and m.group_id = any (removed)
+    returning m.group_id
+  ), inserted as (
+    -- A concurrent writer outside this function may have added the row: skip it.
+    insert into public.role_membership (group_id, member_id)
+    select a.id, sync_role_memberships.role_id from unnest(added) as a(id)
+    on conflict do nothing
+    returning group_id
+  ), bumped as (
+    insert into public.role_membership_last_change as l (member_id, changed_at, changes)
+    values (sync_role_memberships.role_id, now(), 1)
+    on conflict (member_id)
+    do update set changed_at = excluded.changed_at, changes = l.changes + 1
+  )
+  select array(select distinct d.group_id from deleted d order by d.group_id),
+         array(select i.group_id from inserted i order by i.group_id)
+    into removed, added;
+end;
+$$;
+comment on function public.sync_role_memberships(integer, integer[]) is
+  'Sets member role_id''s groups to exactly group_ids; returns (added, removed). Race-free; writes nothing when nothing changes.';
+
+/*
+ * NOT NULL without a long exclusive lock: a NOT VALID check rejects new NULL
+ * rows at once, is validated after the dedupe (without blocking writers),
+ * and then lets SET NOT NULL skip its full-table scan.
+ */
+do $$
+begin
+  if not exists (
+       select from pg_catalog.pg_constraint c
+        where c.conrelid = 'public.role_membership'::regclass and c.contype = 'p')
+     and not exists (
+       select from pg_catalog.pg_constraint c
+        where c.conrelid = 'public.role_membership'::regclass
+          and c.conname = 'role_membership_not_null')
+  then
+    alter table public.role_membership
+      add constraint role_membership_not_null
+      check (group_id is not null and member_id is not null) not valid;
+  end if;
+end
+$$;
+
+/*
+ * Privileges. The functions run as the caller, so the application role needs
+ * the table privileges they use; nothing is granted to PUBLIC.
+ */
+revoke all on function public.sync_role_memberships(integer, integer[]) from public;
+revoke all on function public.dedupe_role_memberships() from public;
+revoke all on function public.role_membership_guard() from public;
+grant execute on function public.sync_role_memberships(integer, integer[]) to :ROLESYNC_APP_ROLE;
+grant select on table public.role to :ROLESYNC_APP_ROLE;
+grant select, insert, delete on table public.role_membership to :ROLESYNC_APP_ROLE;
+grant select, insert, update on table public.role_membership_last_change to :ROLESYNC_APP_ROLE;
+grant select on table public.role_membership_duplicates to :ROLESYNC_APP_ROLE;

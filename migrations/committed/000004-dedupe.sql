@@ -1,0 +1,25 @@
+--! Previous: sha1:77d826a6e74459047e7fbdd0519351eb989a8c72
+--! Hash: sha1:a887818a4d3edc4dc98064528724dd1b33d4c8b7
+--! Message: dedupe
+
+/*
+ * Clean the table: duplicates and NULL rows go to role_membership_removed.
+ * Writers are not blocked (the DELETE locks only the rows it removes), and
+ * the guard trigger keeps new duplicates out from now on. Then validate the
+ * NOT NULL check, which scans the table under SHARE UPDATE EXCLUSIVE: reads
+ * and writes go on.
+ */
+select public.dedupe_role_memberships();
+
+do $$
+begin
+  if exists (
+    select from pg_catalog.pg_constraint c
+     where c.conrelid = 'public.role_membership'::regclass
+       and c.conname = 'role_membership_not_null'
+       and not c.convalidated)
+  then
+    alter table public.role_membership validate constraint role_membership_not_null;
+  end if;
+end
+$$;
