@@ -1,0 +1,113 @@
+/*
+ * `npm test`: every test, against a real PostgreSQL.
+ *   1. a server: DATABASE_URL's, or a throwaway embedded PostgreSQL 17;
+ *   2. a template database, migrated and with pgTAP installed;
+ *   3. pg_prove over test/sql/*.sql, in a clone of the template;
+ *   4. vitest over test/*.test.ts, each file cloning its own database.
+ * It fails when a step fails, and also when a step ran no tests (pg_prove
+ * without --ext .sql says NOTESTS and exits 0) or skipped any.
+ * Arguments after `--` go to vitest, e.g. `npm test -- test/stress.test.ts`.
+ */
+import { $ } from "zx";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { dropDatabase, startServer } from "./db.ts";
+import { cloneTemplate, prepareTemplate } from "./harness.ts";
+import { pgProve } from "./pgtap.ts";
+import { packageRoot } from "../src/migrate.ts";
+
+$.verbose = false;
+const log = (s: string) => console.log(`[rolesync test] ${s}`);
+
+function pgEnv(url: string): NodeJS.ProcessEnv {
+  const u = new URL(url);
+  return {
+    PGHOST: u.hostname,
+    PGPORT: u.port || "5432",
+    PGUSER: decodeURIComponent(u.username) || "postgres",
+    PGPASSWORD: decodeURIComponent(u.password),
+    PGDATABASE: decodeURIComponent(u.pathname.slice(1)),
+  };
+}
+
+async function runPgTap(url: string): Promise<{ files: number; tests: number }> {
+  const { cmd, env } = pgProve(log);
+  const p = $({
+    cwd: packageRoot,
+    env: { ...process.env, ...env, ...pgEnv(url) },
+    nothrow: true,
+  })`${cmd} --ext .sql -r test/sql`;
+  for await (const chunk of p.stdout) process.stdout.write(chunk);
+  const out = await p;
+  process.stderr.write(out.stderr);
+  const summary = /Files=(\d+), Tests=(\d+)/.exec(out.stdout);
+  if (out.exitCode !== 0) throw new Error(`pg_prove failed (exit ${out.exitCode})`);
+  if (!summary || Number(summary[1]) === 0 || Number(summary[2]) === 0 || /NOTESTS/.test(out.stdout)) {
+    throw new Error("pg_prove ran no pgTAP tests: check test/sql and the --ext .sql flag");
+  }
+  return { files: Number(summary[1]), tests: Number(summary[2]) };
+}
+
+interface VitestReport {
+  numTotalTestSuites: number;
+  numTotalTests: number;
+  numFailedTests: number;
+  numPendingTests: number;
+  numTodoTests: number;
+  testResults: unknown[];
+}
+
+async function runVitest(env: NodeJS.ProcessEnv, args: string[]): Promise<{ files: number; tests: number }> {
+  const dir = mkdtempSync(path.join(tmpdir(), "rolesync-vitest-"));
+  const reportFile = path.join(dir, "report.json");
+  try {
+    const vitest = path.join(packageRoot, "node_modules", ".bin", "vitest");
+    const p = $({ cwd: packageRoot, env: { ...process.env, ...env }, nothrow: true, stdio: "inherit" })`${vitest} run --reporter=default --reporter=json --outputFile=${reportFile} ${args}`;
+    const out = await p;
+    const report = JSON.parse(readFileSync(reportFile, "utf8")) as VitestReport;
+    if (out.exitCode !== 0 || report.numFailedTests > 0) {
+      throw new Error(`vitest failed (exit ${out.exitCode}, ${report.numFailedTests} failed)`);
+    }
+    if (report.numTotalTests === 0) throw new Error("vitest ran no tests");
+    if (report.numPendingTests + report.numTodoTests > 0) {
+      throw new Error(`vitest skipped ${report.numPendingTests + report.numTodoTests} test(s): a skipped test is a defect`);
+    }
+    return { files: report.testResults.length, tests: report.numTotalTests };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const server = await startServer({ log });
+let template: string | undefined;
+let exitCode = 0;
+try {
+  template = await prepareTemplate(server, log);
+  const pgtapDb = await cloneTemplate(server, template, "rolesync_pgtap");
+  let pgtap;
+  try {
+    pgtap = await runPgTap(server.url(pgtapDb));
+  } finally {
+    await dropDatabase(server, pgtapDb);
+  }
+  const vitest = await runVitest(
+    {
+      ROLESYNC_TEST_ADMIN_URL: server.adminUrl,
+      ROLESYNC_TEST_TEMPLATE: template,
+      ROLESYNC_TEST_SERVER: `PostgreSQL ${server.major} (${server.kind})`,
+    },
+    process.argv.slice(2),
+  );
+  log(
+    `PASS on PostgreSQL ${server.major} (${server.kind}): ` +
+      `pgTAP ${pgtap.tests} tests in ${pgtap.files} files; vitest ${vitest.tests} tests in ${vitest.files} files`,
+  );
+} catch (e) {
+  console.error(`[rolesync test] FAIL: ${(e as Error).message}`);
+  exitCode = 1;
+} finally {
+  if (template) await dropDatabase(server, template).catch(() => {});
+  await server.stop();
+}
+process.exit(exitCode);

@@ -1,0 +1,216 @@
+/*
+ * Applies the committed migrations with graphile-migrate's API (version
+ * pinned in package.json: the API is undocumented), using the settings in
+ * .gmrc. Adds what an operator needs around it:
+ * - the :ROLESYNC_APP_ROLE placeholder, defaulting to the connecting user;
+ * - retries when a strong lock could not be taken within lock_timeout
+ *   (SQLSTATE 55P03), so the migration never holds logins up for long;
+ * - progress of the long steps, read from pg_stat_progress_create_index and
+ *   pg_stat_activity on a second connection.
+ */
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import JSON5 from "json5";
+import pg from "pg";
+import { migrate, Logger } from "graphile-migrate";
+
+export const packageRoot = fileURLToPath(new URL("..", import.meta.url));
+const APPLICATION_NAME = "rolesync-migrate";
+
+export type MigrateEvent =
+  | { type: "start"; appRole: string }
+  | { type: "migration"; name: string }
+  | { type: "retry"; attempt: number; delayMs: number; reason: string }
+  | { type: "progress"; step: string; seconds: number; detail: string }
+  | { type: "done"; executed: string[]; seconds: number };
+
+export interface MigrateOptions {
+  databaseUrl: string;
+  /** SQL identifier of the application role; default: the connecting user. */
+  appRole?: string;
+  /** How many times to retry after a lock timeout (default 30). */
+  lockRetries?: number;
+  onEvent?: (event: MigrateEvent) => void;
+  /** Poll interval for progress events, in ms (default 1000). */
+  progressIntervalMs?: number;
+}
+
+export class MigrationError extends Error {
+  constructor(
+    message: string,
+    readonly code: string | undefined,
+    readonly hint: string | undefined,
+  ) {
+    super(message);
+    this.name = "MigrationError";
+  }
+}
+
+function withApplicationName(url: string): string {
+  const u = new URL(url);
+  u.searchParams.set("application_name", APPLICATION_NAME);
+  return u.toString();
+}
+
+async function resolveAppRole(client: pg.Client, requested: string | undefined): Promise<string> {
+  if (!requested) {
+    const { rows } = await client.query<{ r: string }>("select quote_ident(current_user) as r");
+    return rows[0].r;
+  }
+  const { rows } = await client.query<{ ok: boolean }>(
+    "select pg_catalog.to_regrole($1) is not null as ok",
+    [requested],
+  );
+  if (!rows[0].ok) {
+    throw new MigrationError(
+      `the application role ${requested} does not exist`,
+      "42704",
+      "Create it (CREATE ROLE ... ) or set ROLESYNC_APP_ROLE to the role your application connects as.",
+    );
+  }
+  return requested;
+}
+
+/** Polls what the migration backend is doing, while it runs. */
+function watchProgress(
+  url: string,
+  intervalMs: number,
+  emit: (e: MigrateEvent) => void,
+): () => Promise<void> {
+  const stop = new AbortController();
+  const client = new pg.Client({ connectionString: url });
+  const done = (async () => {
+    try {
+      await client.connect();
+    } catch {
+      return; // progress is a nicety; the migration reports its own errors
+    }
+    while (!stop.signal.aborted) {
+      await sleep(intervalMs, undefined, { signal: stop.signal }).catch(() => {});
+      if (stop.signal.aborted) break;
+      const { rows } = await client
+        .query<{
+          query: string;
+          seconds: number;
+          wait: string | null;
+          phase: string | null;
+          blocks_done: string | null;
+          blocks_total: string | null;
+          lockers_total: string | null;
+          lockers_done: string | null;
+        }>(
+          `select a.query,
+                  extract(epoch from now() - a.query_start)::float8 as seconds,
+                  nullif(concat_ws(':', a.wait_event_type, a.wait_event), '') as wait,
+                  p.phase, p.blocks_done, p.blocks_total, p.lockers_total, p.lockers_done
+             from pg_catalog.pg_stat_activity a
+             left join pg_catalog.pg_stat_progress_create_index p on p.pid = a.pid
+            where a.application_name = $1 and a.state = 'active' and a.pid <> pg_backend_pid()`,
+          [APPLICATION_NAME],
+        )
+        .catch(() => ({ rows: [] }));
+      for (const r of rows) {
+        if (r.seconds < intervalMs / 1000) continue;
+        const step =
+          /create (unique )?index concurrently[^\n]*?(\w+)\s*\n?\s*on/i.exec(r.query)?.[2] ??
+          (/dedupe_role_memberships/.test(r.query) ? "dedupe" : "migration");
+        const parts: string[] = [];
+        if (r.phase) {
+          parts.push(r.phase);
+          const total = Number(r.blocks_total);
+          if (total > 0) parts.push(`${Math.round((100 * Number(r.blocks_done)) / total)}% of blocks`);
+          if (Number(r.lockers_total) > 0)
+            parts.push(`waited for ${r.lockers_done}/${r.lockers_total} older transactions`);
+        }
+        if (r.wait && !r.phase) parts.push(`waiting on ${r.wait}`);
+        emit({ type: "progress", step, seconds: Math.round(r.seconds), detail: parts.join(", ") });
+      }
+    }
+    await client.end().catch(() => {});
+  })();
+  return async () => {
+    stop.abort();
+    await done;
+  };
+}
+
+function gmrcSettings(): Record<string, unknown> {
+  const raw = JSON5.parse(readFileSync(path.join(packageRoot, ".gmrc"), "utf8")) as Record<string, unknown>;
+  return raw;
+}
+
+export async function runMigrations(opts: MigrateOptions): Promise<{ executed: string[] }> {
+  const emit = opts.onEvent ?? (() => {});
+  const url = withApplicationName(opts.databaseUrl);
+  const started = Date.now();
+  const appRole = await (async () => {
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    try {
+      return await resolveAppRole(c, opts.appRole);
+    } finally {
+      await c.end();
+    }
+  })();
+  emit({ type: "start", appRole });
+
+  const executed: string[] = [];
+  const logger = new Logger(() => (level, message) => {
+    const m = /Running migration '([^']+)'/.exec(message);
+    if (m && !executed.includes(m[1])) {
+      executed.push(m[1]);
+      emit({ type: "migration", name: m[1] });
+    }
+    // Other lines (errors included) reach the caller as the thrown error.
+    void level;
+  });
+  const gmrc = gmrcSettings();
+  const settings = {
+    ...gmrc,
+    connectionString: url,
+    migrationsFolder: path.join(packageRoot, "migrations"),
+    placeholders: { ...(gmrc.placeholders as object), ":ROLESYNC_APP_ROLE": appRole },
+    logger,
+  };
+
+  const retries = opts.lockRetries ?? 30;
+  for (let attempt = 1; ; attempt++) {
+    const stopWatching = watchProgress(opts.databaseUrl, opts.progressIntervalMs ?? 1000, emit);
+    try {
+      await migrate(settings);
+      await stopWatching();
+      break;
+    } catch (e) {
+      await stopWatching();
+      const err = e as { code?: string; message: string; hint?: string };
+      const lockTimeout = err.code === "55P03";
+      const busy = /Failed to get exclusive lock/.test(err.message);
+      if ((lockTimeout || busy) && attempt <= retries) {
+        const delayMs = Math.min(200 * 2 ** Math.min(attempt, 5), 5000) * (0.5 + Math.random());
+        emit({
+          type: "retry",
+          attempt,
+          delayMs: Math.round(delayMs),
+          reason: lockTimeout
+            ? "a lock on role_membership was not granted within lock_timeout (a long transaction holds it)"
+            : "another migration is running",
+        });
+        await sleep(delayMs);
+        continue;
+      }
+      throw new MigrationError(
+        err.message,
+        err.code,
+        err.hint ??
+          (lockTimeout
+            ? "A long-running transaction keeps role_membership locked: find it in pg_stat_activity, end it, and run the migration again."
+            : undefined),
+      );
+    }
+  }
+  const result = { executed };
+  emit({ type: "done", executed, seconds: (Date.now() - started) / 1000 });
+  return result;
+}
