@@ -1,0 +1,123 @@
+/*
+ * Starting states of real databases, each built by one function, for the
+ * migration tests and the demo. The DDL is what Aleph's Alembic migrations
+ * leave behind (af9b37868cf3 and later; role_membership has no key before
+ * Aleph 4.1, whose 131674bde902 adds role_membership_pkey).
+ */
+import type pg from "pg";
+
+export const ALEPH_SCHEMA = `
+create type public.role_type as enum ('user', 'group', 'system');
+create table public.role (
+  id serial not null,
+  created_at timestamp without time zone,
+  updated_at timestamp without time zone,
+  deleted_at timestamp without time zone,
+  foreign_id varchar(2048) not null,
+  name varchar not null,
+  email varchar,
+  api_key varchar,
+  is_admin boolean not null,
+  is_muted boolean not null,
+  type public.role_type not null,
+  password_digest varchar,
+  reset_token varchar,
+  notified_at timestamp without time zone,
+  locale varchar,
+  is_blocked boolean not null,
+  is_tester boolean not null,
+  primary key (id),
+  unique (foreign_id)
+);
+create table public.role_membership (
+  group_id integer,
+  member_id integer,
+  foreign key (group_id) references public.role (id),
+  foreign key (member_id) references public.role (id)
+);`;
+
+/** Aleph before 4.1: no key, nullable columns, clean data. */
+export async function alephPre41(client: pg.Client, opts: { users?: number; groups?: number } = {}) {
+  await client.query(ALEPH_SCHEMA);
+  await client.query(
+    `insert into public.role (foreign_id, name, type, is_admin, is_muted, is_blocked, is_tester, created_at, updated_at)
+     select 'oidc:user-' || g, 'User ' || g, 'user'::public.role_type, false, false, false, false, now(), now()
+       from generate_series(1, $1) g
+     union all
+     select 'group:team-' || g, 'team-' || g, 'group'::public.role_type, false, false, false, false, now(), now()
+       from generate_series(1, $2) g`,
+    [opts.users ?? 20, opts.groups ?? 10],
+  );
+  // Each user in three groups, as a quiet Aleph would have it.
+  await client.query(
+    `insert into public.role_membership (group_id, member_id)
+     select gr.id, u.id
+       from public.role u
+       join lateral (select id from public.role where type = 'group' order by (id + u.id) % 7, id limit 3) gr on true
+      where u.type = 'user'`,
+  );
+}
+
+/** The rows a dirty database adds: what the login race and old bugs leave. */
+export const DIRTY_ROWS = { duplicates: 3, triplicates: 2, nullRows: 3 };
+
+/** Aleph before 4.1 after the race: duplicate pairs, triplicates and NULL rows. */
+export async function alephPre41Dirty(client: pg.Client) {
+  await alephPre41(client);
+  await client.query(`
+    insert into public.role_membership (group_id, member_id)
+    select group_id, member_id from (select * from public.role_membership order by member_id, group_id limit 3) d;
+    insert into public.role_membership (group_id, member_id)
+    select group_id, member_id from (select * from public.role_membership order by member_id desc, group_id limit 2) t
+    cross join generate_series(1, 2);
+    insert into public.role_membership (group_id, member_id)
+    values (null, (select min(id) from public.role where type = 'user')),
+           ((select min(id) from public.role where type = 'group'), null),
+           (null, null);`);
+}
+
+/** Aleph 4.1+: the same tables with role_membership_pkey already there. */
+export async function aleph41(client: pg.Client) {
+  await alephPre41(client);
+  await client.query(
+    "alter table public.role_membership add constraint role_membership_pkey primary key (member_id, group_id)",
+  );
+}
+
+/**
+ * A half-finished earlier run: an operator's (or our) CREATE UNIQUE INDEX
+ * CONCURRENTLY hit the duplicates and left an INVALID role_membership_pkey.
+ */
+export async function interruptedIndexBuild(client: pg.Client) {
+  await alephPre41Dirty(client);
+  await client
+    .query("create unique index concurrently role_membership_pkey on public.role_membership (member_id, group_id)")
+    .then(
+      () => {
+        throw new Error("the build was expected to fail on the duplicates");
+      },
+      (e: { code?: string }) => {
+        if (e.code !== "23505") throw e;
+      },
+    );
+}
+
+/** Everything about role_membership's schema and contents that a re-run could change. */
+export async function fingerprint(client: pg.Client): Promise<unknown> {
+  const q = async (sql: string) => (await client.query(sql)).rows;
+  return {
+    columns: await q(`select attname, format_type(atttypid, atttypmod) as type, attnotnull
+                        from pg_attribute where attrelid = 'public.role_membership'::regclass and attnum > 0 and not attisdropped
+                       order by attnum`),
+    constraints: await q(`select conname, pg_get_constraintdef(oid) as def, convalidated from pg_constraint
+                           where conrelid = 'public.role_membership'::regclass order by conname`),
+    indexes: await q(`select indexrelid::regclass::text as name, pg_get_indexdef(indexrelid) as def, indisvalid
+                        from pg_index where indrelid = 'public.role_membership'::regclass order by 1`),
+    triggers: await q(`select tgname from pg_trigger where tgrelid = 'public.role_membership'::regclass and not tgisinternal`),
+    functions: await q(`select p.oid::regprocedure::text as fn, md5(p.prosrc) as src, p.proacl::text as acl
+                          from pg_proc p where p.pronamespace = 'public'::regnamespace order by 1`),
+    memberships: await q("select group_id, member_id from public.role_membership order by 1, 2"),
+    archive: await q("select id, group_id, member_id, reason from public.role_membership_removed order by id"),
+    migrations: await q("select filename from graphile_migrate.migrations order by filename"),
+  };
+}

@@ -1,0 +1,160 @@
+/*
+ * Small helpers for the vitest files, named for what they give you.
+ * Each test file works in its own database, cloned from the migrated template.
+ */
+import { inject } from "vitest";
+import pg from "pg";
+import { createDatabase, dropDatabase, externalServer, uniqueName, type Server } from "../scripts/db.ts";
+
+export function testServer(): Server {
+  return externalServer(inject("adminUrl"));
+}
+
+export interface TestDatabase {
+  name: string;
+  url: string;
+  drop(): Promise<void>;
+}
+
+/** A database of this file's own: a clone of the migrated template, or empty. */
+export async function createTestDatabase(opts: { empty?: boolean } = {}): Promise<TestDatabase> {
+  const server = testServer();
+  const name = uniqueName(opts.empty ? "rolesync_empty" : "rolesync_test");
+  const url = await createDatabase(server, name, opts.empty ? undefined : inject("template"));
+  return { name, url, drop: () => dropDatabase(server, name) };
+}
+
+export async function connect(url: string): Promise<pg.Client> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  return client;
+}
+
+export async function withPgClient<T>(url: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = await connect(url);
+  try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+}
+
+export type Isolation = "read committed" | "repeatable read" | "serializable";
+
+export async function withTransaction<T>(
+  client: pg.Client,
+  fn: () => Promise<T>,
+  isolation: Isolation = "read committed",
+): Promise<T> {
+  await client.query(`begin isolation level ${isolation}`);
+  try {
+    const result = await fn();
+    await client.query("commit");
+    return result;
+  } catch (e) {
+    await client.query("rollback").catch(() => {});
+    throw e;
+  }
+}
+
+export interface Deferred<T> {
+  promise: Promise<T>;
+  resolve(value: T): void;
+  reject(error: unknown): void;
+}
+
+export function deferred<T = void>(): Deferred<T> {
+  let resolve!: (v: T) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
+export async function backendPid(client: pg.Client): Promise<number> {
+  const { rows } = await client.query<{ pid: number }>("select pg_backend_pid() as pid");
+  return rows[0].pid;
+}
+
+/** What the backend is waiting on ("Lock:advisory", "Lock:transactionid", ...) or null. */
+export async function waitEvent(observer: pg.Client, pid: number): Promise<string | null> {
+  const { rows } = await observer.query<{ w: string | null }>(
+    `select case when state = 'active' and wait_event_type = 'Lock'
+                 then wait_event_type || ':' || wait_event end as w
+       from pg_catalog.pg_stat_activity where pid = $1`,
+    [pid],
+  );
+  return rows[0]?.w ?? null;
+}
+
+/** Resolves with the wait event once `pid` is blocked on a lock; fails after timeoutMs. */
+export async function waitUntilBlocked(observer: pg.Client, pid: number, timeoutMs = 10_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const w = await waitEvent(observer, pid);
+    if (w) return w;
+    if (Date.now() > deadline) throw new Error(`backend ${pid} never blocked on a lock`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Role rows as Aleph makes them (its booleans have no server defaults). */
+export async function createRoles(
+  client: pg.Client,
+  spec: { users?: number; groups?: number; prefix?: string },
+): Promise<{ users: number[]; groups: number[] }> {
+  const prefix = spec.prefix ?? uniqueName("t");
+  const insert = async (type: "user" | "group", n: number) => {
+    if (!n) return [];
+    const { rows } = await client.query<{ id: number }>(
+      `insert into public.role (foreign_id, name, type, is_admin, is_muted, is_blocked, is_tester, created_at, updated_at)
+       select $1 || ':' || g, $1 || ' ' || g, $2::public.role_type, false, false, false, false, now(), now()
+         from generate_series(1, $3) g
+       returning id`,
+      [`${prefix}-${type}`, type, n],
+    );
+    return rows.map((r) => r.id).sort((a, b) => a - b);
+  };
+  return { users: await insert("user", spec.users ?? 0), groups: await insert("group", spec.groups ?? 0) };
+}
+
+export async function groupsOf(client: pg.Client, memberId: number): Promise<number[]> {
+  const { rows } = await client.query<{ group_id: number }>(
+    "select group_id from public.role_membership where member_id = $1 order by group_id",
+    [memberId],
+  );
+  return rows.map((r) => r.group_id);
+}
+
+export async function duplicatePairs(client: pg.Client): Promise<number> {
+  const { rows } = await client.query<{ n: string }>(
+    "select count(*) as n from public.role_membership_duplicates",
+  );
+  return Number(rows[0].n);
+}
+
+export async function sync(
+  client: pg.Client,
+  memberId: number,
+  groupIds: number[],
+): Promise<{ added: number[]; removed: number[] }> {
+  const { rows } = await client.query<{ added: number[]; removed: number[] }>(
+    "select added, removed from public.sync_role_memberships($1::int, $2::int[])",
+    [memberId, groupIds],
+  );
+  return rows[0];
+}
+
+/** A random subset of `pool`, in random order, with an occasional repeat. */
+export function randomSubset(pool: number[], rnd: () => number = Math.random): number[] {
+  const picked = pool.filter(() => rnd() < 0.5);
+  if (picked.length && rnd() < 0.2) picked.push(picked[0]);
+  return picked.sort(() => rnd() - 0.5);
+}
+
+export function percentile(sorted: number[], p: number): number {
+  if (!sorted.length) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}

@@ -1,0 +1,176 @@
+/*
+ * The committed migrations take every starting state a real database can be
+ * in to the same end state, lose nothing on the way, and a second run is a no-op.
+ */
+import { afterAll, describe, expect, test } from "vitest";
+import type pg from "pg";
+import { runMigrations, MigrationError } from "../src/migrate.ts";
+import { APP_ROLE } from "../scripts/harness.ts";
+import {
+  alephPre41,
+  alephPre41Dirty,
+  aleph41,
+  DIRTY_ROWS,
+  fingerprint,
+  interruptedIndexBuild,
+} from "./fixtures.ts";
+import { createTestDatabase, withPgClient, type TestDatabase, sync, createRoles, groupsOf } from "./helpers.ts";
+
+const databases: TestDatabase[] = [];
+afterAll(async () => {
+  for (const db of databases) await db.drop();
+});
+
+async function database(empty: boolean): Promise<TestDatabase> {
+  const db = await createTestDatabase({ empty });
+  databases.push(db);
+  return db;
+}
+
+type Pair = { group_id: number | null; member_id: number | null };
+const key = (p: Pair) => `${p.group_id},${p.member_id}`;
+
+async function pairs(client: pg.Client, table: string): Promise<Pair[]> {
+  const { rows } = await client.query<Pair>(`select group_id, member_id from public.${table}`);
+  return rows;
+}
+
+/** The end state every path must reach. */
+async function expectMigrated(client: pg.Client) {
+  const { rows: pk } = await client.query(`
+    select c.conname, array(select a.attname::text from unnest(c.conkey) with ordinality k(n, o)
+                            join pg_attribute a on a.attrelid = c.conrelid and a.attnum = k.n order by k.o) as cols
+      from pg_constraint c where c.conrelid = 'public.role_membership'::regclass and c.contype = 'p'`);
+  expect(pk).toEqual([{ conname: "role_membership_pkey", cols: ["member_id", "group_id"] }]);
+  const { rows: idx } = await client.query(`
+    select indexrelid::regclass::text as name, indisvalid from pg_index
+     where indrelid = 'public.role_membership'::regclass order by 1`);
+  expect(idx).toEqual([
+    { name: "role_membership_group_id_member_id_idx", indisvalid: true },
+    { name: "role_membership_pkey", indisvalid: true },
+  ]);
+  const { rows: leftovers } = await client.query(`
+    select tgname as name from pg_trigger where tgrelid = 'public.role_membership'::regclass and not tgisinternal
+    union all select conname from pg_constraint where conrelid = 'public.role_membership'::regclass and contype = 'c'`);
+  expect(leftovers).toEqual([]);
+  const { rows: fns } = await client.query(`
+    select proname from pg_proc where pronamespace = 'public'::regnamespace
+       and proname in ('sync_role_memberships', 'dedupe_role_memberships') order by 1`);
+  expect(fns.map((r) => r.proname)).toEqual(["dedupe_role_memberships", "sync_role_memberships"]);
+}
+
+/** Migrates, checks the end state and that nothing was lost, then checks a re-run changes nothing. */
+async function migrateAndCheck(db: TestDatabase, expectedRemoved: number) {
+  const before = await withPgClient(db.url, async (c) =>
+    (await c.query("select to_regclass('public.role_membership') is not null as t")).rows[0].t
+      ? pairs(c, "role_membership")
+      : [],
+  );
+  const first = await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE });
+  expect(first.executed.length).toBeGreaterThan(0);
+  const snapshot = await withPgClient(db.url, async (c) => {
+    await expectMigrated(c);
+    const after = await pairs(c, "role_membership");
+    const archived = await pairs(c, "role_membership_removed");
+    // Every pair that was there is there exactly once; NULL rows are gone.
+    const distinctValid = [...new Set(before.filter((p) => p.group_id !== null && p.member_id !== null).map(key))].sort();
+    expect(after.map(key).sort()).toEqual(distinctValid);
+    // Nothing is lost: what stayed plus what was archived is everything there was.
+    expect([...after, ...archived].map(key).sort()).toEqual(before.map(key).sort());
+    expect(archived.length).toBe(expectedRemoved);
+    return fingerprint(c);
+  });
+  const second = await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE });
+  expect(second.executed).toEqual([]);
+  expect(await withPgClient(db.url, fingerprint)).toEqual(snapshot);
+  // And the function works there.
+  await withPgClient(db.url, async (c) => {
+    const { users, groups } = await createRoles(c, { users: 1, groups: 2 });
+    expect(await sync(c, users[0], groups)).toEqual({ added: groups, removed: [] });
+    expect(await groupsOf(c, users[0])).toEqual(groups);
+  });
+}
+
+describe("every starting state reaches the same end state", () => {
+  test("an empty database", async () => {
+    const db = await database(true);
+    await migrateAndCheck(db, 0);
+  });
+
+  test("Aleph before 4.1, clean: no key, nullable columns", async () => {
+    const db = await database(true);
+    await withPgClient(db.url, (c) => alephPre41(c));
+    await migrateAndCheck(db, 0);
+  });
+
+  test("Aleph before 4.1 with duplicate pairs, triplicates and NULL rows", async () => {
+    const db = await database(true);
+    await withPgClient(db.url, alephPre41Dirty);
+    const { duplicates, triplicates, nullRows } = DIRTY_ROWS;
+    await migrateAndCheck(db, duplicates + 2 * triplicates + nullRows);
+  });
+
+  test("Aleph 4.1+ with role_membership_pkey already present", async () => {
+    const db = await database(true);
+    await withPgClient(db.url, aleph41);
+    const oid = await withPgClient(db.url, async (c) =>
+      (await c.query("select 'public.role_membership_pkey'::regclass::oid as oid")).rows[0].oid,
+    );
+    await migrateAndCheck(db, 0);
+    // Recognised, not rebuilt: the very same index.
+    const after = await withPgClient(db.url, async (c) =>
+      (await c.query("select 'public.role_membership_pkey'::regclass::oid as oid")).rows[0].oid,
+    );
+    expect(after).toBe(oid);
+  });
+
+  test("a half-finished earlier run: an INVALID role_membership_pkey from an interrupted CREATE INDEX CONCURRENTLY", async () => {
+    const db = await database(true);
+    await withPgClient(db.url, interruptedIndexBuild);
+    const invalid = await withPgClient(db.url, async (c) =>
+      (await c.query("select indisvalid from pg_index where indexrelid = 'public.role_membership_pkey'::regclass")).rows[0],
+    );
+    expect(invalid).toEqual({ indisvalid: false });
+    const { duplicates, triplicates, nullRows } = DIRTY_ROWS;
+    await migrateAndCheck(db, duplicates + 2 * triplicates + nullRows);
+  });
+
+  test("a database where the migrations were already applied", async () => {
+    const db = await database(false); // a clone of the migrated template
+    const before = await withPgClient(db.url, fingerprint);
+    const result = await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE });
+    expect(result.executed).toEqual([]);
+    expect(await withPgClient(db.url, fingerprint)).toEqual(before);
+  });
+});
+
+describe("refusals", () => {
+  test("a role_membership keyed on other columns is refused with RS010, and nothing changes", async () => {
+    const db = await database(true);
+    await withPgClient(db.url, async (c) => {
+      await alephPre41(c);
+      await c.query("alter table public.role_membership add column id serial primary key");
+    });
+    const err = await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE }).catch((e) => e);
+    expect(err).toBeInstanceOf(MigrationError);
+    expect(err.code).toBe("RS010");
+    expect(err.message).toContain("primary key on (id)");
+    const left = await withPgClient(db.url, async (c) =>
+      (await c.query(`select to_regprocedure('public.sync_role_memberships(integer, integer[])') as f,
+                             (select count(*)::int from pg_constraint where conrelid = 'public.role_membership'::regclass) as constraints`)).rows[0],
+    );
+    expect(left).toEqual({ f: null, constraints: 3 }); // the two FKs and the other key, as they were
+  });
+
+  test("an application role that does not exist is refused before anything runs", async () => {
+    const db = await database(true);
+    const err = await runMigrations({ databaseUrl: db.url, appRole: "no_such_role_here" }).catch((e) => e);
+    expect(err).toBeInstanceOf(MigrationError);
+    expect(err.code).toBe("42704");
+    expect(err.hint).toMatch(/ROLESYNC_APP_ROLE/);
+    const created = await withPgClient(db.url, async (c) =>
+      (await c.query("select to_regclass('graphile_migrate.migrations') as m")).rows[0].m,
+    );
+    expect(created).toBeNull();
+  });
+});

@@ -1,0 +1,105 @@
+-- Signatures, volatility, security and privileges of every function.
+begin;
+set local search_path = public, tap;
+select plan(30);
+
+select has_function('public', 'sync_role_memberships', array['integer', 'integer[]'],
+  'sync_role_memberships(integer, integer[]) exists');
+select is(
+  pg_catalog.pg_get_function_result('public.sync_role_memberships(integer, integer[])'::regprocedure),
+  'record', 'sync_role_memberships returns one record');
+select is(
+  pg_catalog.pg_get_function_arguments('public.sync_role_memberships(integer, integer[])'::regprocedure),
+  'role_id integer, group_ids integer[], OUT added integer[], OUT removed integer[]',
+  'sync_role_memberships takes (role_id, group_ids) and returns (added, removed)');
+select ok(
+  not (select proretset from pg_catalog.pg_proc
+        where oid = 'public.sync_role_memberships(integer, integer[])'::regprocedure),
+  'sync_role_memberships returns exactly one row, not a set');
+select has_function('public', 'dedupe_role_memberships', array[]::text[], 'dedupe_role_memberships() exists');
+select function_returns('public', 'dedupe_role_memberships', array[]::text[], 'bigint',
+  'dedupe_role_memberships returns the number of rows removed');
+select has_function('public', 'role_membership_guard', array[]::text[], 'the guard trigger function exists');
+select function_returns('public', 'role_membership_guard', array[]::text[], 'trigger',
+  'role_membership_guard is a trigger function');
+
+select volatility_is('public', 'sync_role_memberships', array['integer', 'integer[]'], 'volatile',
+  'sync_role_memberships is volatile: it writes, and needs a fresh snapshot per statement');
+select volatility_is('public', 'dedupe_role_memberships', array[]::text[], 'volatile', 'dedupe is volatile');
+select volatility_is('public', 'role_membership_guard', array[]::text[], 'volatile', 'the guard is volatile');
+
+select isnt_definer('public', 'sync_role_memberships', array['integer', 'integer[]'], 'sync runs as the caller');
+select isnt_definer('public', 'dedupe_role_memberships', array[]::text[], 'dedupe runs as the caller');
+select isnt_definer('public', 'role_membership_guard', array[]::text[], 'the guard runs as the caller');
+
+select is(
+  (select proconfig from pg_catalog.pg_proc where oid = 'public.sync_role_memberships(integer, integer[])'::regprocedure),
+  array['search_path=pg_catalog, pg_temp'], 'sync pins search_path');
+select is(
+  (select proconfig from pg_catalog.pg_proc where oid = 'public.dedupe_role_memberships()'::regprocedure),
+  array['search_path=pg_catalog, pg_temp'], 'dedupe pins search_path');
+select is(
+  (select proconfig from pg_catalog.pg_proc where oid = 'public.role_membership_guard()'::regprocedure),
+  array['search_path=pg_catalog, pg_temp'], 'the guard pins search_path');
+
+-- No dynamic SQL anywhere: no EXECUTE statement in any function body.
+select is_empty(
+  $$select p.oid::regprocedure from pg_catalog.pg_proc p
+     where p.pronamespace = 'public'::regnamespace and p.prolang = (select oid from pg_catalog.pg_language where lanname = 'plpgsql')
+       and p.prosrc ~* '\mexecute\M'$$,
+  'no function uses dynamic SQL');
+
+-- EXECUTE: nothing for PUBLIC; the app role may sync and nothing else.
+select is_empty(
+  $$select p.oid::regprocedure from pg_catalog.pg_proc p, pg_catalog.aclexplode(coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) a
+     where p.pronamespace = 'public'::regnamespace and a.grantee = 0$$,
+  'PUBLIC may execute none of the functions');
+create role rolesync_test_nobody;
+select function_privs_are('public', 'sync_role_memberships', array['integer', 'integer[]'], 'rolesync_test_nobody',
+  array[]::text[], 'a role without grants cannot sync');
+select function_privs_are('public', 'sync_role_memberships', array['integer', 'integer[]'], 'rolesync_app',
+  array['EXECUTE'], 'the application role may sync');
+select function_privs_are('public', 'dedupe_role_memberships', array[]::text[], 'rolesync_app',
+  array[]::text[], 'the application role may not dedupe');
+select table_privs_are('public', 'role', 'rolesync_app', array['SELECT'],
+  'the application role reads role');
+select table_privs_are('public', 'role_membership', 'rolesync_app', array['DELETE', 'INSERT', 'SELECT'],
+  'the application role reads, inserts and deletes memberships: what sync needs as invoker');
+select table_privs_are('public', 'role_membership_last_change', 'rolesync_app', array['INSERT', 'SELECT', 'UPDATE'],
+  'the application role records last changes');
+select table_privs_are('public', 'role_membership_removed', 'rolesync_app', array[]::text[],
+  'the archive is for operators only');
+select table_privs_are('public', 'role_membership_duplicates', 'rolesync_app', array['SELECT'],
+  'the application role may watch for duplicates');
+
+-- The grants are enough: the application role can really sync.
+insert into public.role (id, foreign_id, name, type, is_admin, is_muted, is_blocked, is_tester)
+values (900001, 'test:app-user', 'app user', 'user', false, false, false, false),
+       (900002, 'test:app-group', 'app group', 'group', false, false, false, false);
+-- pgTAP itself is out of the application role's reach, so record what it gets.
+create temp table app_outcome (step text, added integer[], removed integer[], sqlstate text);
+grant insert on app_outcome to rolesync_app;
+set local role rolesync_app;
+insert into app_outcome (step, added, removed)
+select 'sync', added, removed from public.sync_role_memberships(900001, array[900002]);
+do $$
+begin
+  perform public.dedupe_role_memberships();
+  insert into app_outcome (step) values ('dedupe');
+exception when others then
+  insert into app_outcome (step, sqlstate) values ('dedupe', sqlstate);
+end
+$$;
+reset role;
+select results_eq(
+  $$select added, removed from app_outcome where step = 'sync'$$,
+  $$values (array[900002], array[]::integer[])$$,
+  'the application role syncs with only the granted privileges');
+select is((select sqlstate from app_outcome where step = 'dedupe'), '42501',
+  'the application role cannot run the dedupe');
+
+select function_lang_is('public', 'sync_role_memberships', array['integer', 'integer[]'], 'plpgsql',
+  'sync is PL/pgSQL: separate statements, so the read after the lock gets a fresh snapshot');
+
+select * from finish();
+rollback;

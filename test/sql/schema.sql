@@ -1,0 +1,63 @@
+-- Structure of the tables and the view after every migration has run.
+begin;
+set local search_path = public, tap;
+select plan(31);
+
+select has_type('public', 'role_type', 'Aleph''s role_type exists');
+select enum_has_labels('public', 'role_type', array['user', 'group', 'system'], 'role_type has Aleph''s labels in order');
+
+select columns_are('public', 'role', array[
+  'id', 'created_at', 'updated_at', 'deleted_at', 'foreign_id', 'name', 'email', 'api_key',
+  'is_admin', 'is_muted', 'type', 'password_digest', 'reset_token', 'notified_at', 'locale',
+  'is_blocked', 'is_tester'], 'role has Aleph''s columns');
+select col_is_pk('public', 'role', 'id', 'role.id is the primary key');
+select col_type_is('public', 'role', 'foreign_id', 'character varying(2048)', 'role.foreign_id is varchar(2048)');
+select col_not_null('public', 'role', 'foreign_id', 'role.foreign_id is NOT NULL');
+select col_is_unique('public', 'role', 'foreign_id', 'role.foreign_id is unique');
+select col_type_is('public', 'role', 'type', 'role_type', 'role.type is the enum');
+select col_type_is('public', 'role', 'deleted_at', 'timestamp without time zone', 'role.deleted_at is Aleph''s soft-delete column');
+
+select columns_are('public', 'role_membership', array['group_id', 'member_id'], 'role_membership has Aleph''s two columns');
+select col_type_is('public', 'role_membership', 'group_id', 'integer', 'group_id is integer');
+select col_type_is('public', 'role_membership', 'member_id', 'integer', 'member_id is integer');
+select col_not_null('public', 'role_membership', 'group_id', 'group_id is NOT NULL');
+select col_not_null('public', 'role_membership', 'member_id', 'member_id is NOT NULL');
+select col_is_pk('public', 'role_membership', array['member_id', 'group_id'], 'the key is (member_id, group_id), as Aleph 4.1''s');
+select is(
+  (select conname::text from pg_catalog.pg_constraint
+    where conrelid = 'public.role_membership'::regclass and contype = 'p'),
+  'role_membership_pkey', 'the key is named role_membership_pkey, as Aleph 4.1''s');
+select index_is_unique('public', 'role_membership', 'role_membership_pkey', 'role_membership_pkey is unique');
+select has_index('public', 'role_membership', 'role_membership_group_id_member_id_idx',
+  array['group_id', 'member_id'], 'an index leads with group_id, for member listings');
+select fk_ok('public', 'role_membership', 'group_id', 'public', 'role', 'id', 'group_id references role.id');
+select fk_ok('public', 'role_membership', 'member_id', 'public', 'role', 'id', 'member_id references role.id');
+select is_empty(
+  $$select indexrelid::regclass from pg_catalog.pg_index
+     where indrelid = 'public.role_membership'::regclass and not (indisvalid and indisready)$$,
+  'every index on role_membership is valid');
+select hasnt_trigger('public', 'role_membership', 'role_membership_guard', 'the guard trigger is gone once the key exists');
+select is_empty(
+  $$select conname from pg_catalog.pg_constraint
+     where conrelid = 'public.role_membership'::regclass and contype = 'c'$$,
+  'the NOT NULL check scaffolding is gone once the columns are NOT NULL');
+
+select columns_are('public', 'role_membership_removed',
+  array['id', 'group_id', 'member_id', 'reason', 'removed_at', 'removed_by'],
+  'the archive keeps each removed row with a reason, a time and who removed it');
+select col_not_null('public', 'role_membership_removed', 'reason', 'every archived row has a reason');
+select throws_ok(
+  $$insert into public.role_membership_removed (group_id, member_id, reason) values (1, 2, 'whim')$$,
+  '23514', null, 'the archive accepts only the known reasons');
+select hasnt_fk('public', 'role_membership_removed', 'the archive has no foreign keys: it outlives the roles');
+
+select col_is_pk('public', 'role_membership_last_change', 'member_id', 'one last-change row per member');
+select columns_are('public', 'role_membership_last_change', array['member_id', 'changed_at', 'changes'],
+  'last-change rows hold when and how often');
+
+select has_view('public', 'role_membership_duplicates', 'the monitoring view exists');
+select columns_are('public', 'role_membership_duplicates', array['group_id', 'member_id', 'copies'],
+  'the view has (group_id, member_id, copies)');
+
+select * from finish();
+rollback;
