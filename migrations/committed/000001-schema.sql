@@ -1,5 +1,5 @@
 --! Previous: -
---! Hash: sha1:0dfaae86e3443ee21e981e92eb75f9dfb680ea05
+--! Hash: sha1:508e7f6ee0047e72a81654eaca998c387e65ee86
 --! Message: schema
 
 /*
@@ -95,20 +95,21 @@ comment on table public.role_membership_removed is
   'Rows removed from role_membership by dedupe_role_memberships(): one row per removed copy, with the reason.';
 
 /*
- * One row per member whose memberships sync_role_memberships() changed.
- * Every changing call updates the member's row, so under REPEATABLE READ a
- * call working from a snapshot older than another call's commit fails with
- * SQLSTATE 40001 on this row instead of writing a set that nobody asked for
- * (snapshot isolation's write skew, made into a write-write conflict).
- * Calls that change nothing do not touch it.
+ * A version number per member, bumped by every sync_role_memberships() call
+ * that changes the member's groups. It turns snapshot isolation's write skew
+ * into a write-write conflict: under REPEATABLE READ or SERIALIZABLE a call
+ * locks its member's row first, and PostgreSQL refuses (40001) when a newer
+ * version was committed after the transaction's snapshot, instead of letting
+ * the call diff against stale rows. READ COMMITTED calls do not need it (each
+ * statement sees the latest commit), so their no-ops never touch it.
  */
-create table if not exists public.role_membership_last_change (
+create table if not exists public.role_membership_version (
   member_id integer primary key,
-  changed_at timestamptz not null,
-  changes bigint not null
+  version bigint not null default 0,
+  changed_at timestamptz
 );
-comment on table public.role_membership_last_change is
-  'When sync_role_memberships() last changed each member''s groups, and how many times it has.';
+comment on table public.role_membership_version is
+  'How many times sync_role_memberships() changed each member''s groups, and when it last did.';
 
 -- The seed's monitoring query: any row here is a bug, and a login failing.
 create or replace view public.role_membership_duplicates as
@@ -224,9 +225,11 @@ comment on function public.dedupe_role_memberships() is
  * Errors (nothing is changed): 22004 a NULL argument or element; 22023 a
  * multi-dimensional array; RS001 unknown or soft-deleted member; RS002
  * unknown or soft-deleted group; RS003 a role that is not a group; RS004
- * the member in its own list. Under REPEATABLE READ or SERIALIZABLE a call
- * that would overwrite a concurrent call's change fails with 40001: retry
- * the transaction. Volatile: it writes.
+ * the member in its own list. Under REPEATABLE READ or SERIALIZABLE, a call
+ * whose snapshot predates another call's change for the same member fails
+ * with 40001: retry the whole transaction. Those levels also lock the
+ * member's role_membership_version row, a small write even for a no-op.
+ * Volatile: it writes.
  */
 create or replace function public.sync_role_memberships(
   role_id integer,
@@ -271,6 +274,15 @@ begin
 
   -- The member lock, held until commit (see the comment above the function).
   perform pg_advisory_xact_lock(1919904869, sync_role_memberships.role_id);
+
+  -- Under snapshot isolation the read below would use the transaction's
+  -- snapshot, which may predate the previous holder's commit. Locking the
+  -- member's version row fails with 40001 in exactly that case.
+  if current_setting('transaction_isolation') <> 'read committed' then
+    insert into public.role_membership_version as v (member_id)
+    values (sync_role_memberships.role_id)
+    on conflict (member_id) do update set version = v.version where false;
+  end if;
 
   -- One statement, one fresh snapshot: the checks and the diff.
   with target as (
@@ -331,10 +343,10 @@ begin
     on conflict do nothing
     returning group_id
   ), bumped as (
-    insert into public.role_membership_last_change as l (member_id, changed_at, changes)
-    values (sync_role_memberships.role_id, now(), 1)
+    insert into public.role_membership_version as v (member_id, version, changed_at)
+    values (sync_role_memberships.role_id, 1, now())
     on conflict (member_id)
-    do update set changed_at = excluded.changed_at, changes = l.changes + 1
+    do update set version = v.version + 1, changed_at = excluded.changed_at
   )
   select array(select distinct d.group_id from deleted d order by d.group_id),
          array(select i.group_id from inserted i order by i.group_id)
@@ -376,5 +388,5 @@ revoke all on function public.role_membership_guard() from public;
 grant execute on function public.sync_role_memberships(integer, integer[]) to :ROLESYNC_APP_ROLE;
 grant select on table public.role to :ROLESYNC_APP_ROLE;
 grant select, insert, delete on table public.role_membership to :ROLESYNC_APP_ROLE;
-grant select, insert, update on table public.role_membership_last_change to :ROLESYNC_APP_ROLE;
+grant select, insert, update on table public.role_membership_version to :ROLESYNC_APP_ROLE;
 grant select on table public.role_membership_duplicates to :ROLESYNC_APP_ROLE;

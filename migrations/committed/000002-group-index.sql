@@ -1,5 +1,5 @@
---! Previous: sha1:0dfaae86e3443ee21e981e92eb75f9dfb680ea05
---! Hash: sha1:b4b75c88dbd2e22f776c6a02b1528bbbf79b93e2
+--! Previous: sha1:508e7f6ee0047e72a81654eaca998c387e65ee86
+--! Hash: sha1:41e78fa07516769ee54f871da725cc6055c03655
 --! Message: group index
 
 --! no-transaction

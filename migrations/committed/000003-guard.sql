@@ -1,5 +1,5 @@
---! Previous: sha1:b4b75c88dbd2e22f776c6a02b1528bbbf79b93e2
---! Hash: sha1:77d826a6e74459047e7fbdd0519351eb989a8c72
+--! Previous: sha1:41e78fa07516769ee54f871da725cc6055c03655
+--! Hash: sha1:9d873bbf3e7761b9cbb112d85bfc8b9974dae350
 --! Message: guard
 
 /*

@@ -1,5 +1,5 @@
---! Previous: sha1:77d826a6e74459047e7fbdd0519351eb989a8c72
---! Hash: sha1:a887818a4d3edc4dc98064528724dd1b33d4c8b7
+--! Previous: sha1:9d873bbf3e7761b9cbb112d85bfc8b9974dae350
+--! Hash: sha1:cfe9c9632cf5d96580bce5de1ebbc958d644eae6
 --! Message: dedupe
 
 /*

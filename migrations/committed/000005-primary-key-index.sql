@@ -1,5 +1,5 @@
---! Previous: sha1:a887818a4d3edc4dc98064528724dd1b33d4c8b7
---! Hash: sha1:4428ea438ebc73e18091becce9109c0653d66e9c
+--! Previous: sha1:cfe9c9632cf5d96580bce5de1ebbc958d644eae6
+--! Hash: sha1:f8e0ac0359992730db03757791a7b975a3e78b31
 --! Message: primary key index
 
 --! no-transaction

@@ -1,5 +1,5 @@
---! Previous: sha1:4428ea438ebc73e18091becce9109c0653d66e9c
---! Hash: sha1:ba0d88aa32d0bf6b287ca9d1138cab0a001cab96
+--! Previous: sha1:f8e0ac0359992730db03757791a7b975a3e78b31
+--! Hash: sha1:53f7f36ac8360725ee6aecb36fa3866be773da81
 --! Message: primary key
 
 /*

@@ -65,8 +65,8 @@ select table_privs_are('public', 'role', 'rolesync_app', array['SELECT'],
   'the application role reads role');
 select table_privs_are('public', 'role_membership', 'rolesync_app', array['DELETE', 'INSERT', 'SELECT'],
   'the application role reads, inserts and deletes memberships: what sync needs as invoker');
-select table_privs_are('public', 'role_membership_last_change', 'rolesync_app', array['INSERT', 'SELECT', 'UPDATE'],
-  'the application role records last changes');
+select table_privs_are('public', 'role_membership_version', 'rolesync_app', array['INSERT', 'SELECT', 'UPDATE'],
+  'the application role bumps member versions');
 select table_privs_are('public', 'role_membership_removed', 'rolesync_app', array[]::text[],
   'the archive is for operators only');
 select table_privs_are('public', 'role_membership_duplicates', 'rolesync_app', array['SELECT'],

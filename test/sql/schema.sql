@@ -51,9 +51,9 @@ select throws_ok(
   '23514', null, 'the archive accepts only the known reasons');
 select hasnt_fk('public', 'role_membership_removed', 'the archive has no foreign keys: it outlives the roles');
 
-select col_is_pk('public', 'role_membership_last_change', 'member_id', 'one last-change row per member');
-select columns_are('public', 'role_membership_last_change', array['member_id', 'changed_at', 'changes'],
-  'last-change rows hold when and how often');
+select col_is_pk('public', 'role_membership_version', 'member_id', 'one version row per member');
+select columns_are('public', 'role_membership_version', array['member_id', 'version', 'changed_at'],
+  'a version row holds the member''s change count and when it last changed');
 
 select has_view('public', 'role_membership_duplicates', 'the monitoring view exists');
 select columns_are('public', 'role_membership_duplicates', array['group_id', 'member_id', 'copies'],
