@@ -81,16 +81,14 @@ async function runVitest(env: NodeJS.ProcessEnv, args: string[]): Promise<{ file
 
 const server = await startServer({ log });
 let template: string | undefined;
-let exitCode = 0;
+const failures: string[] = [];
 try {
   template = await prepareTemplate(server, log);
+  // Both suites run even when the first fails, so one run reports every failure.
   const pgtapDb = await cloneTemplate(server, template, "rolesync_pgtap");
-  let pgtap;
-  try {
-    pgtap = await runPgTap(server.url(pgtapDb));
-  } finally {
-    await dropDatabase(server, pgtapDb);
-  }
+  const pgtap = await runPgTap(server.url(pgtapDb))
+    .catch((e: Error) => void failures.push(e.message))
+    .finally(() => dropDatabase(server, pgtapDb));
   const vitest = await runVitest(
     {
       ROLESYNC_TEST_ADMIN_URL: server.adminUrl,
@@ -98,16 +96,18 @@ try {
       ROLESYNC_TEST_SERVER: `PostgreSQL ${server.major} (${server.kind})`,
     },
     process.argv.slice(2),
-  );
-  log(
-    `PASS on PostgreSQL ${server.major} (${server.kind}): ` +
-      `pgTAP ${pgtap.tests} tests in ${pgtap.files} files; vitest ${vitest.tests} tests in ${vitest.files} files`,
-  );
+  ).catch((e: Error) => void failures.push(e.message));
+  if (pgtap && vitest) {
+    log(
+      `PASS on PostgreSQL ${server.major} (${server.kind}): ` +
+        `pgTAP ${pgtap.tests} tests in ${pgtap.files} files; vitest ${vitest.tests} tests in ${vitest.files} files`,
+    );
+  }
 } catch (e) {
-  console.error(`[rolesync test] FAIL: ${(e as Error).message}`);
-  exitCode = 1;
+  failures.push((e as Error).message);
 } finally {
   if (template) await dropDatabase(server, template).catch(() => {});
   await server.stop();
 }
-process.exit(exitCode);
+for (const f of failures) console.error(`[rolesync test] FAIL: ${f}`);
+process.exit(failures.length ? 1 : 0);

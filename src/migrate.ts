@@ -15,6 +15,10 @@ import { setTimeout as sleep } from "node:timers/promises";
 import JSON5 from "json5";
 import pg from "pg";
 import { migrate, Logger } from "graphile-migrate";
+// Not in graphile-migrate's public API (the version is pinned): its pools
+// otherwise linger for 200 ms, and if the database is dropped meanwhile the
+// idle connection's error makes graphile-migrate call process.exit(1).
+import { clearAllPools } from "graphile-migrate/dist/pgReal.js";
 
 export const packageRoot = fileURLToPath(new URL("..", import.meta.url));
 const APPLICATION_NAME = "rolesync-migrate";
@@ -181,9 +185,11 @@ export async function runMigrations(opts: MigrateOptions): Promise<{ executed: s
     try {
       await migrate(settings);
       await stopWatching();
+      clearAllPools();
       break;
     } catch (e) {
       await stopWatching();
+      clearAllPools();
       const err = e as { code?: string; message: string; hint?: string };
       const lockTimeout = err.code === "55P03";
       const busy = /Failed to get exclusive lock/.test(err.message);
