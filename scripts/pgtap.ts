@@ -7,6 +7,7 @@
  * pgTAP always lives in schema `tap`; test files put it on their search_path.
  */
 import { execFileSync } from "node:child_process";
+import { $ } from "zx";
 import { existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import type pg from "pg";
@@ -99,12 +100,62 @@ export async function installPgTap(
 }
 
 /** The pg_prove command line, and the environment it needs. */
-export function pgProve(log: (s: string) => void = () => {}): { cmd: string[]; env: NodeJS.ProcessEnv } {
-  const installed = which("pg_prove");
+export function pgProve(
+  log: (s: string) => void = () => {},
+  opts: { forceDownload?: boolean } = {},
+): { cmd: string[]; env: NodeJS.ProcessEnv } {
+  const installed = opts.forceDownload ? null : which("pg_prove");
   if (installed) return { cmd: [installed], env: {} };
   download(log);
   return {
     cmd: ["perl", path.join(cacheDir, "usr/bin/pg_prove")],
     env: { PERL5LIB: [path.join(cacheDir, PERL_LIB), process.env.PERL5LIB].filter(Boolean).join(":") },
   };
+}
+
+function pgEnv(url: string): NodeJS.ProcessEnv {
+  const u = new URL(url);
+  return {
+    PGHOST: u.hostname,
+    PGPORT: u.port || "5432",
+    PGUSER: decodeURIComponent(u.username) || "postgres",
+    PGPASSWORD: decodeURIComponent(u.password),
+    PGDATABASE: decodeURIComponent(u.pathname.slice(1)),
+  };
+}
+
+export interface PgProveRun {
+  files: number;
+  tests: number;
+  output: string;
+}
+
+/**
+ * Runs pg_prove over a directory and fails unless it ran at least one file
+ * with at least one test: without `--ext .sql` pg_prove finds no files, says
+ * NOTESTS and exits 0, which must never pass for green.
+ */
+export async function runPgProve(
+  url: string,
+  dir: string,
+  opts: { ext?: string | null; echo?: boolean; forceDownload?: boolean; log?: (s: string) => void } = {},
+): Promise<PgProveRun> {
+  const { cmd, env } = pgProve(opts.log, { forceDownload: opts.forceDownload });
+  const ext = opts.ext === undefined ? [".sql"] : opts.ext === null ? [] : [opts.ext];
+  const p = $({ cwd: packageRoot, env: { ...process.env, ...env, ...pgEnv(url) }, nothrow: true })`${cmd} ${
+    ext.length ? ["--ext", ...ext] : []
+  } -r ${dir}`;
+  let output = "";
+  for await (const chunk of p.stdout) {
+    output += chunk;
+    if (opts.echo) process.stdout.write(chunk);
+  }
+  const result = await p;
+  if (opts.echo) process.stderr.write(result.stderr);
+  const summary = /Files=(\d+), Tests=(\d+)/.exec(output);
+  if (result.exitCode !== 0) throw new Error(`pg_prove failed (exit ${result.exitCode})`);
+  if (!summary || Number(summary[1]) === 0 || Number(summary[2]) === 0 || /NOTESTS/.test(output)) {
+    throw new Error(`pg_prove ran no pgTAP tests in ${dir}: check the directory and the --ext .sql flag`);
+  }
+  return { files: Number(summary[1]), tests: Number(summary[2]), output };
 }

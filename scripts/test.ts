@@ -14,40 +14,11 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { dropDatabase, startServer } from "./db.ts";
 import { cloneTemplate, prepareTemplate } from "./harness.ts";
-import { pgProve } from "./pgtap.ts";
+import { runPgProve } from "./pgtap.ts";
 import { packageRoot } from "../src/migrate.ts";
 
 $.verbose = false;
 const log = (s: string) => console.log(`[rolesync test] ${s}`);
-
-function pgEnv(url: string): NodeJS.ProcessEnv {
-  const u = new URL(url);
-  return {
-    PGHOST: u.hostname,
-    PGPORT: u.port || "5432",
-    PGUSER: decodeURIComponent(u.username) || "postgres",
-    PGPASSWORD: decodeURIComponent(u.password),
-    PGDATABASE: decodeURIComponent(u.pathname.slice(1)),
-  };
-}
-
-async function runPgTap(url: string): Promise<{ files: number; tests: number }> {
-  const { cmd, env } = pgProve(log);
-  const p = $({
-    cwd: packageRoot,
-    env: { ...process.env, ...env, ...pgEnv(url) },
-    nothrow: true,
-  })`${cmd} --ext .sql -r test/sql`;
-  for await (const chunk of p.stdout) process.stdout.write(chunk);
-  const out = await p;
-  process.stderr.write(out.stderr);
-  const summary = /Files=(\d+), Tests=(\d+)/.exec(out.stdout);
-  if (out.exitCode !== 0) throw new Error(`pg_prove failed (exit ${out.exitCode})`);
-  if (!summary || Number(summary[1]) === 0 || Number(summary[2]) === 0 || /NOTESTS/.test(out.stdout)) {
-    throw new Error("pg_prove ran no pgTAP tests: check test/sql and the --ext .sql flag");
-  }
-  return { files: Number(summary[1]), tests: Number(summary[2]) };
-}
 
 interface VitestReport {
   numTotalTestSuites: number;
@@ -86,7 +57,7 @@ try {
   template = await prepareTemplate(server, log);
   // Both suites run even when the first fails, so one run reports every failure.
   const pgtapDb = await cloneTemplate(server, template, "rolesync_pgtap");
-  const pgtap = await runPgTap(server.url(pgtapDb))
+  const pgtap = await runPgProve(server.url(pgtapDb), "test/sql", { echo: true, log })
     .catch((e: Error) => void failures.push(e.message))
     .finally(() => dropDatabase(server, pgtapDb));
   const vitest = await runVitest(
