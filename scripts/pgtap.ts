@@ -153,7 +153,11 @@ export async function runPgProve(
   const result = await p;
   if (opts.echo) process.stderr.write(result.stderr);
   const summary = /Files=(\d+), Tests=(\d+)/.exec(output);
-  if (result.exitCode !== 0) throw new Error(`pg_prove failed (exit ${result.exitCode})`);
+  if (result.exitCode !== 0) {
+    throw Object.assign(new Error(`pg_prove failed (exit ${result.exitCode}) on ${dir}`), {
+      output: output + result.stderr,
+    });
+  }
   if (!summary || Number(summary[1]) === 0 || Number(summary[2]) === 0 || /NOTESTS/.test(output)) {
     throw new Error(`pg_prove ran no pgTAP tests in ${dir}: check the directory and the --ext .sql flag`);
   }

@@ -2,23 +2,52 @@
  * `npm test`: every test, against a real PostgreSQL.
  *   1. a server: DATABASE_URL's, or a throwaway embedded PostgreSQL 17;
  *   2. a template database, migrated and with pgTAP installed;
- *   3. pg_prove over test/sql/*.sql, in a clone of the template;
+ *   3. pg_prove over each test/sql/*.sql file, each in its own clone of the template;
  *   4. vitest over test/*.test.ts, each file cloning its own database.
  * It fails when a step fails, and also when a step ran no tests (pg_prove
  * without --ext .sql says NOTESTS and exits 0) or skipped any.
  * Arguments after `--` go to vitest, e.g. `npm test -- test/stress.test.ts`.
  */
 import { $ } from "zx";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { dropDatabase, startServer } from "./db.ts";
+import { dropDatabase, startServer, type Server } from "./db.ts";
 import { cloneTemplate, prepareTemplate } from "./harness.ts";
 import { runPgProve } from "./pgtap.ts";
 import { packageRoot } from "../src/migrate.ts";
 
 $.verbose = false;
 const log = (s: string) => console.log(`[rolesync test] ${s}`);
+
+/** Each pgTAP file gets its own clone of the template; two run at a time. */
+async function runPgTapSuite(server: Server, template: string): Promise<{ files: number; tests: number }> {
+  const dir = path.join(packageRoot, "test", "sql");
+  const files = readdirSync(dir).filter((f) => f.endsWith(".sql")).sort();
+  if (files.length === 0) throw new Error("no pgTAP files in test/sql");
+  const totals = { files: 0, tests: 0 };
+  const failed: string[] = [];
+  const queue = [...files];
+  const worker = async () => {
+    for (let file = queue.shift(); file; file = queue.shift()) {
+      const db = await cloneTemplate(server, template, "rolesync_pgtap");
+      try {
+        const run = await runPgProve(server.url(db), path.join("test", "sql", file), { log });
+        totals.files += run.files;
+        totals.tests += run.tests;
+        process.stdout.write(`pgTAP ${file}: ${run.tests} tests ok\n`);
+      } catch (e) {
+        failed.push(file);
+        process.stdout.write(`pgTAP ${file}: FAILED\n${(e as { output?: string }).output ?? ""}\n`);
+      } finally {
+        await dropDatabase(server, db);
+      }
+    }
+  };
+  await Promise.all([worker(), worker()]);
+  if (failed.length) throw new Error(`pgTAP failed in ${failed.join(", ")}`);
+  return totals;
+}
 
 interface VitestReport {
   numTotalTestSuites: number;
@@ -56,10 +85,7 @@ const failures: string[] = [];
 try {
   template = await prepareTemplate(server, log);
   // Both suites run even when the first fails, so one run reports every failure.
-  const pgtapDb = await cloneTemplate(server, template, "rolesync_pgtap");
-  const pgtap = await runPgProve(server.url(pgtapDb), "test/sql", { echo: true, log })
-    .catch((e: Error) => void failures.push(e.message))
-    .finally(() => dropDatabase(server, pgtapDb));
+  const pgtap = await runPgTapSuite(server, template).catch((e: Error) => void failures.push(e.message));
   const vitest = await runVitest(
     {
       ROLESYNC_TEST_ADMIN_URL: server.adminUrl,
