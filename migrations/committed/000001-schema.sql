@@ -1,5 +1,5 @@
 --! Previous: -
---! Hash: sha1:508e7f6ee0047e72a81654eaca998c387e65ee86
+--! Hash: sha1:91a9047e1b65d0645647b6634ed663b76339502d
 --! Message: schema
 
 /*
@@ -121,11 +121,16 @@ comment on view public.role_membership_duplicates is
   'Pairs stored more than once in role_membership. Empty once the primary key exists.';
 
 /*
- * Keeps role_membership free of new duplicates while the table has no key:
- * serialises writers per member on the same advisory lock as
- * sync_role_memberships() and drops an insert (or update) that would repeat
- * an existing pair. Installed before the dedupe, removed once the primary
- * key exists. Volatile: it reads the table and takes a lock.
+ * Puts every writer of role_membership, not only sync_role_memberships(), on
+ * the member lock, for Aleph code that still deletes and re-inserts:
+ * - INSERT (and UPDATE of the pair) takes the member lock, then skips a row
+ *   whose pair is already stored. Before the key exists this keeps new
+ *   duplicates out; after, it spares concurrent legacy logins the unique
+ *   violation Aleph 4.1 gives them ("users can simply retry").
+ * - DELETE takes the member lock, so a legacy delete cannot land inside a
+ *   sync's read-diff-write and undo rows the sync kept.
+ * The dedupe sets rolesync.dedupe to remove copies without member locks.
+ * Installed by migration 000003 and kept. Volatile: it reads and locks.
  */
 create or replace function public.role_membership_guard()
 returns trigger
@@ -135,15 +140,29 @@ security invoker
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-  if new.group_id is null or new.member_id is null then
-    return new; -- the NOT NULL check constraint has the last word on these
+  if tg_op = 'DELETE' then
+    if old.member_id is not null and current_setting('rolesync.dedupe', true) is distinct from 'on' then
+      perform pg_catalog.pg_advisory_xact_lock(1919904869, old.member_id);
+    end if;
+    return old;
   end if;
-  if tg_op = 'UPDATE'
-     and new.group_id = old.group_id and new.member_id = old.member_id then
-    return new;
+  if new.group_id is null or new.member_id is null then
+    return new; -- the NOT NULL constraint (or check) has the last word on these
+  end if;
+  if tg_op = 'UPDATE' then
+    if new.group_id = old.group_id and new.member_id = old.member_id then
+      return new;
+    end if;
+    if old.member_id is not null and old.member_id < new.member_id then
+      -- Moving a row between members changes both: lock them in id order.
+      perform pg_catalog.pg_advisory_xact_lock(1919904869, old.member_id);
+    end if;
   end if;
   -- The member lock: (1919904869 = 'role' in ASCII, member id).
   perform pg_catalog.pg_advisory_xact_lock(1919904869, new.member_id);
+  if tg_op = 'UPDATE' and old.member_id is not null and old.member_id > new.member_id then
+    perform pg_catalog.pg_advisory_xact_lock(1919904869, old.member_id);
+  end if;
   if exists (
     select from public.role_membership m
      where m.group_id = new.group_id and m.member_id = new.member_id
@@ -154,7 +173,7 @@ begin
 end;
 $$;
 comment on function public.role_membership_guard() is
-  'Trigger used while role_membership has no primary key: skips inserts that would duplicate a pair.';
+  'Trigger on role_membership: puts every writer on the member lock and skips inserts that would repeat a pair.';
 
 /*
  * Removes every duplicate copy (keeping exactly one of each pair) and every
@@ -181,6 +200,8 @@ begin
     return 0;
   end if;
 
+  -- Copies go without member locks: a login waiting on one must not wait for the whole scan.
+  perform set_config('rolesync.dedupe', 'on', true);
   with doomed as (
     select d.ctid
       from (select m.ctid, m.group_id, m.member_id,
@@ -199,6 +220,7 @@ begin
               then 'null_column' else 'duplicate' end
     from removed r;
   get diagnostics v_removed = row_count;
+  perform set_config('rolesync.dedupe', 'off', true);
   return v_removed;
 end;
 $$;

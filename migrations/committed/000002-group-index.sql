@@ -1,5 +1,5 @@
---! Previous: sha1:508e7f6ee0047e72a81654eaca998c387e65ee86
---! Hash: sha1:41e78fa07516769ee54f871da725cc6055c03655
+--! Previous: sha1:91a9047e1b65d0645647b6634ed663b76339502d
+--! Hash: sha1:35bb09066f1e93f2d93528f2c098b936c22783fd
 --! Message: group index
 
 --! no-transaction

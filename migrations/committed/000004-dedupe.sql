@@ -1,5 +1,5 @@
---! Previous: sha1:9d873bbf3e7761b9cbb112d85bfc8b9974dae350
---! Hash: sha1:cfe9c9632cf5d96580bce5de1ebbc958d644eae6
+--! Previous: sha1:632085aac5384079fa94a44b9760b9ae68de0972
+--! Hash: sha1:10c9b71aeb10cee03b4ac819fe5aa5192930a684
 --! Message: dedupe
 
 /*

@@ -1,5 +1,5 @@
---! Previous: sha1:cfe9c9632cf5d96580bce5de1ebbc958d644eae6
---! Hash: sha1:f8e0ac0359992730db03757791a7b975a3e78b31
+--! Previous: sha1:10c9b71aeb10cee03b4ac819fe5aa5192930a684
+--! Hash: sha1:ebc8fd13e607fc8514774109e0623a7cfb1b1301
 --! Message: primary key index
 
 --! no-transaction

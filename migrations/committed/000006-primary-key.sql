@@ -1,12 +1,12 @@
---! Previous: sha1:f8e0ac0359992730db03757791a7b975a3e78b31
---! Hash: sha1:53f7f36ac8360725ee6aecb36fa3866be773da81
+--! Previous: sha1:ebc8fd13e607fc8514774109e0623a7cfb1b1301
+--! Hash: sha1:268157d6c8c9d4f5d2d7807b527d8a99a1f4ab83
 --! Message: primary key
 
 /*
  * Attach the key: SET NOT NULL skips its scan thanks to the validated check,
  * and PRIMARY KEY USING INDEX reuses the index just built, so the ACCESS
- * EXCLUSIVE lock lasts milliseconds. Then the scaffolding goes: the check
- * (the columns are NOT NULL now) and the guard trigger (the key does its job).
+ * EXCLUSIVE lock lasts milliseconds. Then the check goes (the columns are NOT
+ * NULL now). The guard trigger stays: see 000003.
  */
 set local lock_timeout = '1s';
 
@@ -42,4 +42,3 @@ end
 $$;
 
 alter table public.role_membership drop constraint if exists role_membership_not_null;
-drop trigger if exists role_membership_guard on public.role_membership;

@@ -1,7 +1,7 @@
 -- Structure of the tables and the view after every migration has run.
 begin;
 set local search_path = public, tap;
-select plan(31);
+select plan(32);
 
 select has_type('public', 'role_type', 'Aleph''s role_type exists');
 select enum_has_labels('public', 'role_type', array['user', 'group', 'system'], 'role_type has Aleph''s labels in order');
@@ -36,7 +36,12 @@ select is_empty(
   $$select indexrelid::regclass from pg_catalog.pg_index
      where indrelid = 'public.role_membership'::regclass and not (indisvalid and indisready)$$,
   'every index on role_membership is valid');
-select hasnt_trigger('public', 'role_membership', 'role_membership_guard', 'the guard trigger is gone once the key exists');
+select has_trigger('public', 'role_membership', 'role_membership_guard', 'the guard trigger stays after the key exists');
+select is(
+  (select pg_catalog.pg_get_triggerdef(oid) from pg_catalog.pg_trigger
+    where tgrelid = 'public.role_membership'::regclass and tgname = 'role_membership_guard'),
+  'CREATE TRIGGER role_membership_guard BEFORE INSERT OR DELETE OR UPDATE OF group_id, member_id ON public.role_membership FOR EACH ROW EXECUTE FUNCTION role_membership_guard()',
+  'the guard fires before each inserted, deleted or re-keyed row');
 select is_empty(
   $$select conname from pg_catalog.pg_constraint
      where conrelid = 'public.role_membership'::regclass and contype = 'c'$$,
