@@ -50,10 +50,10 @@ export async function alephPre41(client: pg.Client, opts: { users?: number; grou
   );
   // Each user in three groups, as a quiet Aleph would have it.
   await client.query(
-    `insert into public.role_membership (group_id, member_id)
-     select gr.id, u.id
-       from public.role u
-       join lateral (select id from public.role where type = 'group' order by (id + u.id) % 7, id limit 3) gr on true
+    `with g as (select array_agg(id order by id) as ids from public.role where type = 'group')
+     insert into public.role_membership (group_id, member_id)
+     select g.ids[1 + (u.id + k) % cardinality(g.ids)], u.id
+       from public.role u, g, generate_series(0, least(2, cardinality(g.ids) - 1)) k
       where u.type = 'user'`,
   );
 }

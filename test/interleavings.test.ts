@@ -101,28 +101,39 @@ describe("READ COMMITTED (the default)", () => {
     await b.query("rollback");
   });
 
-  test("a direct insert racing the sync (Aleph's ORM, an admin): the sync waits, skips the row, no error, no duplicate", async () => {
+  test("a direct insert (Aleph's ORM, an admin) goes through the guard: the sync waits for it, then sees it", async () => {
     const [m] = users;
     await a.query("begin");
     await a.query("insert into public.role_membership (group_id, member_id) values ($1, $2)", [g[0], m]);
     const second = sync(b, m, [g[0], g[1]]);
-    expect(await waitUntilBlocked(observer, bPid)).toBe("Lock:transactionid"); // on A's uncommitted key
+    expect(await waitUntilBlocked(observer, bPid)).toBe("Lock:advisory"); // the guard took the member lock
     await a.query("commit");
-    // B read the state before A's commit, so it planned to add g0; ON CONFLICT DO NOTHING skips it.
     expect(await second).toEqual({ added: [g[1]], removed: [] });
     expect(await groupsOf(observer, m)).toEqual([g[0], g[1]]);
   });
 
-  test("a direct delete racing the sync: the sync waits for the row, finds it gone, no error", async () => {
+  test("a direct delete goes through the guard too: the sync waits, then diffs against it", async () => {
     const [m] = users;
     await sync(observer, m, [g[0], g[1]]);
     await a.query("begin");
     await a.query("delete from public.role_membership where member_id = $1 and group_id = $2", [m, g[0]]);
     const second = sync(b, m, [g[1]]);
-    expect(await waitUntilBlocked(observer, bPid)).toBe("Lock:transactionid");
+    expect(await waitUntilBlocked(observer, bPid)).toBe("Lock:advisory");
     await a.query("commit");
     expect(await second).toEqual({ added: [], removed: [] });
     expect(await groupsOf(observer, m)).toEqual([g[1]]);
+  });
+
+  test("a direct delete cannot land inside a sync: it waits for the sync's commit, so the later commit wins", async () => {
+    const [m] = users;
+    await sync(observer, m, [g[0], g[1]]);
+    await a.query("begin");
+    expect(await sync(a, m, [g[0], g[1]])).toEqual({ added: [], removed: [] }); // keeps both rows, holds the lock
+    const legacy = b.query("delete from public.role_membership where member_id = $1", [m]);
+    expect(await waitUntilBlocked(observer, bPid)).toBe("Lock:advisory");
+    await a.query("commit");
+    await legacy;
+    expect(await groupsOf(observer, m)).toEqual([]); // the delete committed last, and its effect stands
   });
 });
 

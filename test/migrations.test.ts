@@ -4,7 +4,7 @@
  */
 import { afterAll, describe, expect, test } from "vitest";
 import type pg from "pg";
-import { runMigrations, MigrationError } from "../src/migrate.ts";
+import { runMigrations, MigrationError, type MigrateEvent } from "../src/migrate.ts";
 import { APP_ROLE } from "../scripts/harness.ts";
 import {
   alephPre41,
@@ -14,7 +14,7 @@ import {
   fingerprint,
   interruptedIndexBuild,
 } from "./fixtures.ts";
-import { createTestDatabase, withPgClient, type TestDatabase, sync, createRoles, groupsOf } from "./helpers.ts";
+import { connect, createTestDatabase, withPgClient, type TestDatabase, sync, createRoles, groupsOf } from "./helpers.ts";
 
 const databases: TestDatabase[] = [];
 afterAll(async () => {
@@ -49,10 +49,14 @@ async function expectMigrated(client: pg.Client) {
     { name: "role_membership_group_id_member_id_idx", indisvalid: true },
     { name: "role_membership_pkey", indisvalid: true },
   ]);
-  const { rows: leftovers } = await client.query(`
-    select tgname as name from pg_trigger where tgrelid = 'public.role_membership'::regclass and not tgisinternal
-    union all select conname from pg_constraint where conrelid = 'public.role_membership'::regclass and contype = 'c'`);
-  expect(leftovers).toEqual([]);
+  const { rows: triggers } = await client.query(
+    "select tgname from pg_trigger where tgrelid = 'public.role_membership'::regclass and not tgisinternal",
+  );
+  expect(triggers).toEqual([{ tgname: "role_membership_guard" }]);
+  const { rows: checks } = await client.query(
+    "select conname from pg_constraint where conrelid = 'public.role_membership'::regclass and contype = 'c'",
+  );
+  expect(checks).toEqual([]); // the NOT NULL scaffolding is gone
   const { rows: fns } = await client.query(`
     select proname from pg_proc where pronamespace = 'public'::regnamespace
        and proname in ('sync_role_memberships', 'dedupe_role_memberships') order by 1`);
@@ -172,5 +176,49 @@ describe("refusals", () => {
       (await c.query("select to_regclass('graphile_migrate.migrations') as m")).rows[0].m,
     );
     expect(created).toBeNull();
+  });
+});
+
+describe("strong locks wait at most lock_timeout, and the runner retries", () => {
+  test("a long transaction holding role_membership delays the migration, which retries and then succeeds", async () => {
+    const db = await database(true);
+    await withPgClient(db.url, (c) => alephPre41(c));
+    const holder = await connect(db.url);
+    try {
+      await holder.query("begin");
+      await holder.query("lock table public.role_membership in access share mode"); // e.g. a long report
+      const events: MigrateEvent[] = [];
+      const migrating = runMigrations({ databaseUrl: db.url, appRole: APP_ROLE, onEvent: (e) => events.push(e) });
+      await new Promise((r) => setTimeout(r, 2500));
+      expect(events.some((e) => e.type === "retry")).toBe(true);
+      await holder.query("commit");
+      await migrating;
+      const retry = events.find((e) => e.type === "retry");
+      expect(retry).toMatchObject({ reason: expect.stringMatching(/lock_timeout/) });
+      await withPgClient(db.url, expectMigrated);
+    } finally {
+      await holder.end();
+    }
+  });
+
+  test("when the retries run out it fails with 55P03, a hint, and nothing half-done", async () => {
+    const db = await database(true);
+    await withPgClient(db.url, (c) => alephPre41(c));
+    const holder = await connect(db.url);
+    try {
+      await holder.query("begin");
+      await holder.query("lock table public.role_membership in access share mode");
+      const err = await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE, lockRetries: 1 }).catch((e) => e);
+      expect(err).toBeInstanceOf(MigrationError);
+      expect(err.code).toBe("55P03");
+      expect(err.hint).toMatch(/pg_stat_activity/);
+      await holder.query("commit");
+      const applied = await withPgClient(db.url, async (c) =>
+        (await c.query("select count(*)::int as n from graphile_migrate.migrations")).rows[0].n,
+      );
+      expect(applied).toBe(0); // 000001 rolled back as a whole
+    } finally {
+      await holder.end();
+    }
   });
 });
