@@ -1,7 +1,7 @@
 -- Signatures, volatility, security and privileges of every function.
 begin;
 set local search_path = public, tap;
-select plan(30);
+select plan(31);
 
 select has_function('public', 'sync_role_memberships', array['integer', 'integer[]'],
   'sync_role_memberships(integer, integer[]) exists');
@@ -98,6 +98,8 @@ select results_eq(
 select is((select sqlstate from app_outcome where step = 'dedupe'), '42501',
   'the application role cannot run the dedupe');
 
+select function_privs_are('public', 'role_membership_check', array[]::text[], 'rolesync_app',
+  array[]::text[], 'the application role may not run the operator check');
 select function_lang_is('public', 'sync_role_memberships', array['integer', 'integer[]'], 'plpgsql',
   'sync is PL/pgSQL: separate statements, so the read after the lock gets a fresh snapshot');
 
