@@ -3,7 +3,8 @@
  *   1. a server: DATABASE_URL's, or a throwaway embedded PostgreSQL 17;
  *   2. a template database, migrated and with pgTAP installed;
  *   3. pg_prove over each test/sql/*.sql file, each in its own clone of the template;
- *   4. vitest over test/*.test.ts, each file cloning its own database.
+ *   4. vitest over test/*.test.ts, each file cloning its own database (after
+ *      building dist/, which the CLI and client tests exercise).
  * It fails when a step fails, and also when a step ran no tests (pg_prove
  * without --ext .sql says NOTESTS and exits 0) or skipped any.
  * Arguments after `--` go to vitest, e.g. `npm test -- test/stress.test.ts`.
@@ -78,6 +79,9 @@ async function runVitest(env: NodeJS.ProcessEnv, args: string[]): Promise<{ file
     rmSync(dir, { recursive: true, force: true });
   }
 }
+
+// The CLI tests run the built `rolesync` binary, and the client tests import the package entry.
+await $({ cwd: packageRoot, stdio: "inherit" })`npm run -s build`;
 
 const server = await startServer({ log });
 let template: string | undefined;

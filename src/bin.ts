@@ -1,3 +1,4 @@
+#!/usr/bin/env node
 // Entry point of the `rolesync` command; everything else is in cli.ts.
 import { main } from "./cli.ts";
 

@@ -1,31 +1,70 @@
 /*
  * The `rolesync` command line for operators. Thin: every command is one call
- * into the database or into the migration runner.
+ * into the database (or into the migration runner) and a way to print it.
  *
  * Exit codes: 0 ok; 1 `check` found a problem; 2 usage error (bad arguments,
  * no database URL); 3 PostgreSQL refused the operation (its SQLSTATE is
  * shown); 4 the database could not be reached.
  */
+import { readdirSync, readFileSync } from "node:fs";
+import path from "node:path";
 import { Command, CommanderError, Option } from "commander";
-import { runMigrations, MigrationError, type MigrateEvent } from "./migrate.ts";
+import pg from "pg";
+import { runMigrations, MigrationError, packageRoot, type MigrateEvent } from "./migrate.ts";
+import { syncRoleMemberships } from "./client.ts";
+import { watchProgress, withApplicationName } from "./progress.ts";
 
 export const EXIT = { ok: 0, problem: 1, usage: 2, refused: 3, unreachable: 4 } as const;
 
 class UsageError extends Error {}
+/** The database is not in a state the command can work with; the hint says what to do. */
+class StateError extends Error {
+  constructor(message: string, readonly hint: string) {
+    super(message);
+  }
+}
 
 interface Globals {
   databaseUrl?: string;
   json?: boolean;
 }
 
-function databaseUrl(opts: Globals): string {
-  const url = opts.databaseUrl ?? process.env.DATABASE_URL;
+/** Where a command writes: stdout for the result, stderr for progress when --json owns stdout. */
+class Out {
+  constructor(readonly json: boolean) {}
+  line(s: string) {
+    (this.json ? process.stderr : process.stdout).write(s + "\n");
+  }
+  result(value: unknown, human: () => void) {
+    if (this.json) process.stdout.write(JSON.stringify(value) + "\n");
+    else human();
+  }
+}
+
+function context(cmd: Command): { url: string; out: Out } {
+  const globals = cmd.optsWithGlobals<Globals>();
+  const url = globals.databaseUrl ?? process.env.DATABASE_URL;
   if (!url) {
     throw new UsageError(
       "no database given: set DATABASE_URL or pass --database-url postgres://user@host:5432/dbname",
     );
   }
-  return url;
+  return { url, out: new Out(Boolean(globals.json)) };
+}
+
+async function withClient<T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+}
+
+async function installed(c: pg.Client, fn: string): Promise<boolean> {
+  const { rows } = await c.query<{ ok: boolean }>("select pg_catalog.to_regprocedure($1) is not null as ok", [fn]);
+  return rows[0].ok;
 }
 
 function redacted(url: string): string {
@@ -55,41 +94,273 @@ function describeEvent(e: MigrateEvent): string | null {
   }
 }
 
+function parseId(value: string, what: string): number {
+  if (!/^-?\d+$/.test(value) || Math.abs(Number(value)) > 2 ** 31 - 1) {
+    throw new UsageError(`${what} must be an integer id, not "${value}"`);
+  }
+  return Number(value);
+}
+
+interface CheckRow {
+  check_name: string;
+  ok: boolean;
+  count: string | null;
+  detail: string;
+  hint: string | null;
+}
+
+async function migrateCommand(opts: { appRole?: string; lockRetries: string }, cmd: Command) {
+  const { url, out } = context(cmd);
+  const lockRetries = Number(opts.lockRetries);
+  if (!Number.isInteger(lockRetries) || lockRetries < 0) {
+    throw new UsageError(`--lock-retries must be a whole number, not ${opts.lockRetries}`);
+  }
+  out.line(`rolesync: migrating ${redacted(url)}`);
+  const result = await runMigrations({
+    databaseUrl: url,
+    appRole: opts.appRole ?? process.env.ROLESYNC_APP_ROLE,
+    lockRetries,
+    onEvent: (e) => {
+      const line = describeEvent(e);
+      if (line) out.line(line);
+    },
+  });
+  out.result({ executed: result.executed }, () => {});
+}
+
+async function checkCommand(_opts: unknown, cmd: Command) {
+  const { url, out } = context(cmd);
+  const rows = await withClient(url, async (c): Promise<CheckRow[]> => {
+    if (await installed(c, "public.role_membership_check()")) {
+      return (await c.query<CheckRow>("select * from public.role_membership_check()")).rows;
+    }
+    // Not migrated yet: still say how dirty the table is, with the seed's query.
+    const { rows: t } = await c.query<{ exists: boolean }>(
+      "select pg_catalog.to_regclass('public.role_membership') is not null as exists",
+    );
+    const base: CheckRow = {
+      check_name: "installed",
+      ok: false,
+      count: null,
+      detail: "rolesync is not installed here, or not up to date (role_membership_check() is missing)",
+      hint: "Run `rolesync migrate`.",
+    };
+    if (!t[0].exists) return [base];
+    const { rows: d } = await c.query<{ surplus: string; nulls: string }>(
+      `select (select coalesce(sum(copies - 1), 0) from (select count(*) as copies from public.role_membership
+                where group_id is not null and member_id is not null
+                group by group_id, member_id having count(*) > 1) d) as surplus,
+              (select count(*) from public.role_membership where group_id is null or member_id is null) as nulls`,
+    );
+    return [
+      base,
+      { check_name: "duplicates", ok: d[0].surplus === "0", count: d[0].surplus, detail: `${d[0].surplus} surplus copies of stored pairs`, hint: null },
+      { check_name: "null_rows", ok: d[0].nulls === "0", count: d[0].nulls, detail: `${d[0].nulls} row(s) with a NULL group_id or member_id`, hint: null },
+    ];
+  });
+  const ok = rows.every((r) => r.ok);
+  out.result(
+    { ok, checks: rows.map((r) => ({ ...r, count: r.count === null ? null : Number(r.count) })) },
+    () => {
+      for (const r of rows) {
+        console.log(`${r.ok ? "ok  " : "FAIL"}  ${r.check_name.padEnd(22)} ${r.detail}`);
+        if (!r.ok && r.hint) console.log(`      ${"".padEnd(22)} hint: ${r.hint}`);
+      }
+      console.log(ok ? "rolesync check: all good" : "rolesync check: problems found (exit 1)");
+    },
+  );
+  if (!ok) process.exitCode = EXIT.problem;
+}
+
+async function dedupeCommand(opts: { dryRun?: boolean }, cmd: Command) {
+  const { url, out } = context(cmd);
+  if (opts.dryRun) {
+    const result = await withClient(url, async (c) => {
+      const { rows: stats } = await c.query<{ pairs: string; surplus: string; nulls: string }>(
+        `select count(*) as pairs, coalesce(sum(copies - 1), 0) as surplus,
+                (select count(*) from public.role_membership where group_id is null or member_id is null) as nulls
+           from (select count(*) as copies from public.role_membership
+                  where group_id is not null and member_id is not null
+                  group by group_id, member_id having count(*) > 1) d`,
+      );
+      const { rows: top } = await c.query<{ group_id: number; member_id: number; copies: string }>(
+        `select group_id, member_id, count(*) as copies from public.role_membership
+          where group_id is not null and member_id is not null
+          group by group_id, member_id having count(*) > 1
+          order by count(*) desc, member_id, group_id limit 10`,
+      );
+      const s = stats[0];
+      return {
+        dryRun: true,
+        duplicatedPairs: Number(s.pairs),
+        surplusCopies: Number(s.surplus),
+        nullRows: Number(s.nulls),
+        wouldRemove: Number(s.surplus) + Number(s.nulls),
+        worst: top.map((t) => ({ groupId: t.group_id, memberId: t.member_id, copies: Number(t.copies) })),
+      };
+    });
+    out.result(result, () => {
+      console.log(
+        `dry run: would remove ${result.wouldRemove} row(s): ${result.surplusCopies} surplus copies of ` +
+          `${result.duplicatedPairs} duplicated pair(s), and ${result.nullRows} NULL row(s). Nothing was changed.`,
+      );
+      for (const w of result.worst) console.log(`  member ${w.memberId}, group ${w.groupId}: ${w.copies} copies`);
+      if (result.wouldRemove) console.log("Each removed row would be archived in role_membership_removed.");
+    });
+    return;
+  }
+  const appName = "rolesync-dedupe";
+  const removed = await withClient(withApplicationName(url, appName), async (c) => {
+    if (!(await installed(c, "public.dedupe_role_memberships()"))) {
+      throw new StateError(
+        "dedupe_role_memberships() is not installed in this database",
+        "Run `rolesync migrate`: it installs the guard and dedupes, in that order. `rolesync dedupe --dry-run` works before.",
+      );
+    }
+    const stop = watchProgress(url, appName, 1000, (p) => out.line(`  … dedupe running (${p.seconds} s)`));
+    try {
+      const { rows } = await c.query<{ n: string }>("select public.dedupe_role_memberships() as n");
+      return Number(rows[0].n);
+    } finally {
+      await stop();
+    }
+  });
+  out.result({ removed }, () =>
+    console.log(`removed ${removed} row(s); each is archived in role_membership_removed`),
+  );
+}
+
+async function syncCommand(roleId: string, groupIds: string[], opts: { none?: boolean }, cmd: Command) {
+  const { url, out } = context(cmd);
+  const member = parseId(roleId, "role-id");
+  if (groupIds.length === 0 && !opts.none) {
+    throw new UsageError("no group ids given: pass them, or --none to remove every membership");
+  }
+  if (groupIds.length > 0 && opts.none) throw new UsageError("--none and group ids exclude each other");
+  const groups = groupIds.map((g) => parseId(g, "group-id"));
+  const result = await withClient(url, (c) => syncRoleMemberships(c, member, groups));
+  out.result(result, () => {
+    console.log(`member ${member}: added [${result.added.join(", ")}], removed [${result.removed.join(", ")}]`);
+  });
+}
+
+async function statusCommand(_opts: unknown, cmd: Command) {
+  const { url, out } = context(cmd);
+  const available = readdirSync(path.join(packageRoot, "migrations", "committed"))
+    .filter((f) => f.endsWith(".sql"))
+    .sort();
+  const status = await withClient(url, async (c) => {
+    const { rows: v } = await c.query<{ v: string; db: string }>(
+      "select current_setting('server_version') as v, current_database() as db",
+    );
+    const { rows: m } = await c.query<{ exists: boolean }>(
+      "select pg_catalog.to_regclass('graphile_migrate.migrations') is not null as exists",
+    );
+    const applied = m[0].exists
+      ? (await c.query<{ filename: string }>("select filename from graphile_migrate.migrations order by filename")).rows.map(
+          (r) => r.filename,
+        )
+      : [];
+    const { rows: t } = await c.query<{
+      rows: string | null;
+      bytes: string | null;
+      keyed: boolean;
+      guarded: boolean;
+      archived: string | null;
+      members: string | null;
+    }>(
+      `select (select reltuples::bigint from pg_catalog.pg_class where oid = pg_catalog.to_regclass('public.role_membership')) as rows,
+              pg_catalog.pg_total_relation_size(pg_catalog.to_regclass('public.role_membership')) as bytes,
+              exists (select from pg_catalog.pg_constraint
+                       where conrelid = pg_catalog.to_regclass('public.role_membership') and contype = 'p') as keyed,
+              exists (select from pg_catalog.pg_trigger
+                       where tgrelid = pg_catalog.to_regclass('public.role_membership') and tgname = 'role_membership_guard') as guarded,
+              case when pg_catalog.to_regclass('public.role_membership_removed') is not null
+                   then (select pg_catalog.count(*) from public.role_membership_removed) end as archived,
+              case when pg_catalog.to_regclass('public.role_membership_version') is not null
+                   then (select pg_catalog.count(*) from public.role_membership_version) end as members`,
+    );
+    // Committed files are named 000001-<slug>.sql; graphile-migrate records them as 000001.sql.
+    const appliedNumbers = new Set(applied.map((f) => f.slice(0, 6)));
+    return {
+      database: v[0].db,
+      server: `PostgreSQL ${v[0].v}`,
+      migrations: {
+        applied: applied.length,
+        available: available.length,
+        pending: available.filter((f) => !appliedNumbers.has(f.slice(0, 6))),
+      },
+      roleMembership: {
+        estimatedRows: t[0].rows === null ? null : Math.max(0, Number(t[0].rows)),
+        bytes: t[0].bytes === null ? null : Number(t[0].bytes),
+        primaryKey: t[0].keyed,
+        guardTrigger: t[0].guarded,
+        archivedRows: t[0].archived === null ? null : Number(t[0].archived),
+        membersSynced: t[0].members === null ? null : Number(t[0].members),
+      },
+    };
+  });
+  out.result(status, () => {
+    const r = status.roleMembership;
+    console.log(`${status.database} on ${status.server}`);
+    console.log(
+      `migrations: ${status.migrations.applied} of ${status.migrations.available} applied` +
+        (status.migrations.pending.length ? `; pending: ${status.migrations.pending.join(", ")}` : ""),
+    );
+    console.log(
+      `role_membership: ~${r.estimatedRows ?? "?"} rows, ${r.bytes === null ? "?" : (r.bytes / 1048576).toFixed(1) + " MiB"}, ` +
+        `primary key ${r.primaryKey ? "yes" : "NO"}, guard trigger ${r.guardTrigger ? "yes" : "no"}`,
+    );
+    if (r.archivedRows !== null) console.log(`archived by the dedupe: ${r.archivedRows} row(s)`);
+    if (r.membersSynced !== null) console.log(`members changed by sync_role_memberships: ${r.membersSynced}`);
+  });
+}
+
 export function buildProgram(): Command {
   const program = new Command("rolesync")
     .description("Race-free group-membership sync for PostgreSQL (Aleph's role_membership).")
     .addOption(new Option("--database-url <url>", "the database (default: $DATABASE_URL)"))
-    .option("--json", "machine-readable output on stdout")
+    .version(
+      (JSON.parse(readFileSync(path.join(packageRoot, "package.json"), "utf8")) as { version: string }).version,
+    )
+    .option("--json", "machine-readable output on stdout (progress goes to stderr)")
     .showHelpAfterError("(run with --help for usage)")
-    .exitOverride();
+    .exitOverride()
+    .addHelpText(
+      "after",
+      "\nExit codes: 0 ok, 1 check found a problem, 2 usage error, 3 PostgreSQL refused (SQLSTATE shown), 4 database unreachable.",
+    );
 
   program
     .command("migrate")
-    .description(
-      "apply the migrations: key role_membership online (dedupe, concurrent index builds, short locks)",
-    )
+    .description("apply the migrations: key role_membership online (dedupe, concurrent index builds, short locks)")
     .option("--app-role <role>", "role granted EXECUTE (default: $ROLESYNC_APP_ROLE, else the connecting user)")
     .option("--lock-retries <n>", "retries when a lock is not granted within lock_timeout", "30")
-    .action(async (opts: { appRole?: string; lockRetries: string }, cmd: Command) => {
-      const globals = cmd.optsWithGlobals<Globals>();
-      const url = databaseUrl(globals);
-      const lockRetries = Number(opts.lockRetries);
-      if (!Number.isInteger(lockRetries) || lockRetries < 0) {
-        throw new UsageError(`--lock-retries must be a whole number, not ${opts.lockRetries}`);
-      }
-      const say = (line: string) => (globals.json ? process.stderr : process.stdout).write(line + "\n");
-      say(`rolesync: migrating ${redacted(url)}`);
-      const result = await runMigrations({
-        databaseUrl: url,
-        appRole: opts.appRole ?? process.env.ROLESYNC_APP_ROLE,
-        lockRetries,
-        onEvent: (e) => {
-          const line = describeEvent(e);
-          if (line) say(line);
-        },
-      });
-      if (globals.json) console.log(JSON.stringify({ executed: result.executed }));
-    });
+    .action(migrateCommand);
+
+  program
+    .command("check")
+    .description("report the key, duplicates, NULL rows, invalid indexes and memberships of soft-deleted roles; exit 1 on a problem")
+    .action(checkCommand);
+
+  program
+    .command("dedupe")
+    .description("remove duplicate and NULL rows, archiving each (migrate does this too)")
+    .option("--dry-run", "only count what would be removed; works before migrating")
+    .action(dedupeCommand);
+
+  program
+    .command("sync")
+    .description("set a member's groups to exactly the ids given, and print what changed")
+    .argument("<role-id>", "the member's role id")
+    .argument("[group-id...]", "the group role ids")
+    .option("--none", "remove every membership (instead of listing no groups by mistake)")
+    .action(syncCommand);
+
+  program
+    .command("status")
+    .description("show the server, the migrations applied and pending, and role_membership's size and key")
+    .action(statusCommand);
 
   return program;
 }
@@ -97,51 +368,62 @@ export function buildProgram(): Command {
 /** Runs the CLI; returns the exit code instead of exiting, for tests. */
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
+  const json = argv.includes("--json");
+  process.exitCode = undefined;
   try {
     await program.parseAsync(argv, { from: "user" });
     return process.exitCode === undefined ? EXIT.ok : Number(process.exitCode);
   } catch (e) {
-    return reportError(e);
+    return reportError(e, json);
   }
 }
 
-function reportError(e: unknown): number {
+function reportError(e: unknown, json: boolean): number {
   if (e instanceof CommanderError) {
-    // --help and --version end here too, with exit code 0.
+    // --help ends here too, with exit code 0; commander has printed the message.
     return e.exitCode === 0 ? EXIT.ok : EXIT.usage;
   }
-  if (e instanceof UsageError) {
-    console.error(`rolesync: ${e.message}`);
-    return EXIT.usage;
-  }
   const err = e as { code?: string; message?: string; hint?: string };
-  if (err.code && /^[0-9A-Z]{5}$/.test(err.code) && !/^08/.test(err.code)) {
-    console.error(`rolesync: ERROR ${err.code}: ${err.message}`);
-    console.error(`hint: ${err.hint ?? hintFor(err.code)}`);
-    return EXIT.refused;
+  let code: number = EXIT.refused;
+  let sqlstate: string | undefined;
+  let hint: string | undefined;
+  if (e instanceof UsageError) {
+    code = EXIT.usage;
+  } else if (e instanceof StateError) {
+    hint = e.hint;
+  } else if (err.code && /^(ECONNREFUSED|ENOTFOUND|ETIMEDOUT|EHOSTUNREACH|ECONNRESET|08\w{3}|3D000|28P01|28000)$/.test(err.code)) {
+    code = EXIT.unreachable;
+    sqlstate = /^\w{5}$/.test(err.code) ? err.code : undefined;
+    hint = "Check the URL, that the server is running, and the credentials.";
+  } else if (err.code && /^[0-9A-Z]{5}$/.test(err.code)) {
+    sqlstate = err.code;
+    hint = err.hint ?? hintFor(err.code);
+  } else if (!(e instanceof MigrationError)) {
+    hint = "This is unexpected: please report it with the command you ran.";
   }
-  if (err.code && /^(ECONNREFUSED|ENOTFOUND|ETIMEDOUT|EHOSTUNREACH|08\w{3}|3D000|28P01|28000)$/.test(err.code)) {
-    console.error(`rolesync: cannot reach the database (${err.code}): ${err.message}`);
-    console.error("hint: check the URL, that the server is running, and the credentials");
-    return EXIT.unreachable;
+  const message = err.message ?? String(e);
+  if (json) {
+    process.stdout.write(JSON.stringify({ error: { exitCode: code, sqlstate: sqlstate ?? null, message, hint: hint ?? null } }) + "\n");
   }
-  if (e instanceof MigrationError) {
-    console.error(`rolesync: ${e.message}`);
-    return EXIT.refused;
-  }
-  console.error(`rolesync: ${(e as Error).stack ?? e}`);
-  return EXIT.refused;
+  console.error(`rolesync: ${sqlstate ? `ERROR ${sqlstate}: ` : ""}${message}`);
+  if (hint) console.error(`hint: ${hint}`);
+  return code;
 }
 
 /** One line of advice per SQLSTATE an operator is likely to meet. */
 export function hintFor(code: string): string {
   const hints: Record<string, string> = {
-    "55P03": "a long transaction holds a lock on role_membership: find it in pg_stat_activity and retry",
-    "42501": "the connecting role lacks a privilege: connect as the owner of the tables",
-    "40001": "a concurrent change won: retry the whole transaction",
-    "40P01": "a deadlock was broken: retry the whole transaction",
-    RS010: "role_membership has another primary key: drop it first, rolesync keys the table on (member_id, group_id)",
-    RS011: "an index build was interrupted: run `rolesync migrate` again, it rebuilds the index",
+    "22004": "Pass a role id and an array without NULLs; use --none to remove every membership.",
+    RS001: "The member does not exist or is soft-deleted: sync only live roles.",
+    RS002: "Create the group roles first, or leave these ids out.",
+    RS003: "Pass only roles of type 'group'.",
+    RS004: "Remove the member's own id from the group list.",
+    "55P03": "A long transaction holds a lock on role_membership: find it in pg_stat_activity, end it, and retry.",
+    "42501": "The connecting role lacks a privilege: connect as the owner of the tables.",
+    "40001": "A concurrent change won: retry the whole transaction.",
+    "40P01": "A deadlock was broken: retry the whole transaction.",
+    RS010: "role_membership has another primary key: drop it first; rolesync keys the table on (member_id, group_id).",
+    RS011: "An index build was interrupted: run `rolesync migrate` again; it rebuilds the index.",
   };
-  return hints[code] ?? "see the SQLSTATE table in the README";
+  return hints[code] ?? "See the SQLSTATE table in the README.";
 }

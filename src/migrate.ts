@@ -15,6 +15,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import JSON5 from "json5";
 import pg from "pg";
 import { migrate, Logger } from "graphile-migrate";
+import { watchProgress, withApplicationName } from "./progress.ts";
 // Not in graphile-migrate's public API (the version is pinned): its pools
 // otherwise linger for 200 ms, and if the database is dropped meanwhile the
 // idle connection's error makes graphile-migrate call process.exit(1).
@@ -52,12 +53,6 @@ export class MigrationError extends Error {
   }
 }
 
-function withApplicationName(url: string): string {
-  const u = new URL(url);
-  u.searchParams.set("application_name", APPLICATION_NAME);
-  return u.toString();
-}
-
 async function resolveAppRole(client: pg.Client, requested: string | undefined): Promise<string> {
   if (!requested) {
     const { rows } = await client.query<{ r: string }>("select quote_ident(current_user) as r");
@@ -77,69 +72,6 @@ async function resolveAppRole(client: pg.Client, requested: string | undefined):
   return requested;
 }
 
-/** Polls what the migration backend is doing, while it runs. */
-function watchProgress(
-  url: string,
-  intervalMs: number,
-  emit: (e: MigrateEvent) => void,
-): () => Promise<void> {
-  const stop = new AbortController();
-  const client = new pg.Client({ connectionString: url });
-  const done = (async () => {
-    try {
-      await client.connect();
-    } catch {
-      return; // progress is a nicety; the migration reports its own errors
-    }
-    while (!stop.signal.aborted) {
-      await sleep(intervalMs, undefined, { signal: stop.signal }).catch(() => {});
-      if (stop.signal.aborted) break;
-      const { rows } = await client
-        .query<{
-          query: string;
-          seconds: number;
-          wait: string | null;
-          phase: string | null;
-          blocks_done: string | null;
-          blocks_total: string | null;
-          lockers_total: string | null;
-          lockers_done: string | null;
-        }>(
-          `select a.query,
-                  extract(epoch from now() - a.query_start)::float8 as seconds,
-                  nullif(concat_ws(':', a.wait_event_type, a.wait_event), '') as wait,
-                  p.phase, p.blocks_done, p.blocks_total, p.lockers_total, p.lockers_done
-             from pg_catalog.pg_stat_activity a
-             left join pg_catalog.pg_stat_progress_create_index p on p.pid = a.pid
-            where a.application_name = $1 and a.state = 'active' and a.pid <> pg_backend_pid()`,
-          [APPLICATION_NAME],
-        )
-        .catch(() => ({ rows: [] }));
-      for (const r of rows) {
-        if (r.seconds < intervalMs / 1000) continue;
-        const step =
-          /create (unique )?index concurrently[^\n]*?(\w+)\s*\n?\s*on/i.exec(r.query)?.[2] ??
-          (/dedupe_role_memberships/.test(r.query) ? "dedupe" : "migration");
-        const parts: string[] = [];
-        if (r.phase) {
-          parts.push(r.phase);
-          const total = Number(r.blocks_total);
-          if (total > 0) parts.push(`${Math.round((100 * Number(r.blocks_done)) / total)}% of blocks`);
-          if (Number(r.lockers_total) > 0)
-            parts.push(`waited for ${r.lockers_done}/${r.lockers_total} older transactions`);
-        }
-        if (r.wait && !r.phase) parts.push(`waiting on ${r.wait}`);
-        emit({ type: "progress", step, seconds: Math.round(r.seconds), detail: parts.join(", ") });
-      }
-    }
-    await client.end().catch(() => {});
-  })();
-  return async () => {
-    stop.abort();
-    await done;
-  };
-}
-
 function gmrcSettings(): Record<string, unknown> {
   const raw = JSON5.parse(readFileSync(path.join(packageRoot, ".gmrc"), "utf8")) as Record<string, unknown>;
   return raw;
@@ -147,7 +79,7 @@ function gmrcSettings(): Record<string, unknown> {
 
 export async function runMigrations(opts: MigrateOptions): Promise<{ executed: string[] }> {
   const emit = opts.onEvent ?? (() => {});
-  const url = withApplicationName(opts.databaseUrl);
+  const url = withApplicationName(opts.databaseUrl, APPLICATION_NAME);
   const started = Date.now();
   const appRole = await (async () => {
     const c = new pg.Client({ connectionString: url });
@@ -181,7 +113,9 @@ export async function runMigrations(opts: MigrateOptions): Promise<{ executed: s
 
   const retries = opts.lockRetries ?? 30;
   for (let attempt = 1; ; attempt++) {
-    const stopWatching = watchProgress(opts.databaseUrl, opts.progressIntervalMs ?? 1000, emit);
+    const stopWatching = watchProgress(opts.databaseUrl, APPLICATION_NAME, opts.progressIntervalMs ?? 1000, (p) =>
+      emit({ type: "progress", ...p }),
+    );
     try {
       await migrate(settings);
       await stopWatching();

@@ -1,0 +1,115 @@
+/*
+ * The thin typed client: one function that calls the SQL function, typed
+ * errors mapped from its SQLSTATEs, and a retry helper for callers that run
+ * REPEATABLE READ or SERIALIZABLE. No business logic lives here.
+ */
+
+/** Anything with pg's query(): a pg.Client, a pg.PoolClient or a pg.Pool. */
+export interface Queryable {
+  query<R extends object = Record<string, unknown>>(
+    text: string,
+    values?: unknown[],
+  ): Promise<{ rows: R[] }>;
+}
+
+export interface SyncResult {
+  /** Group ids the member was added to, sorted. */
+  added: number[];
+  /** Group ids the member was removed from, sorted. */
+  removed: number[];
+}
+
+/** Base class of every error this package raises from a SQLSTATE. */
+export class RolesyncError extends Error {
+  readonly code: string;
+  readonly hint?: string;
+  readonly detail?: string;
+  constructor(message: string, code: string, options: { hint?: string; detail?: string; cause?: unknown } = {}) {
+    super(message, { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.hint = options.hint;
+    this.detail = options.detail;
+  }
+}
+/** 22004: role_id or group_ids is NULL, or group_ids holds a NULL. */
+export class NullArgumentError extends RolesyncError {}
+/** 22023: group_ids is not a one-dimensional array. */
+export class InvalidArgumentError extends RolesyncError {}
+/** RS001: the member does not exist or is soft-deleted. */
+export class UnknownMemberError extends RolesyncError {}
+/** RS002: some groups do not exist or are soft-deleted. */
+export class UnknownGroupError extends RolesyncError {}
+/** RS003: some ids are roles that are not groups. */
+export class NotAGroupError extends RolesyncError {}
+/** RS004: the member is in its own list. */
+export class SelfMembershipError extends RolesyncError {}
+/** 40001 / 40P01: a concurrent transaction won; retry the whole transaction. */
+export class SerializationError extends RolesyncError {}
+
+const ERRORS: Record<string, new (m: string, c: string, o?: { hint?: string; detail?: string; cause?: unknown }) => RolesyncError> = {
+  "22004": NullArgumentError,
+  "22023": InvalidArgumentError,
+  RS001: UnknownMemberError,
+  RS002: UnknownGroupError,
+  RS003: NotAGroupError,
+  RS004: SelfMembershipError,
+  "40001": SerializationError,
+  "40P01": SerializationError,
+};
+
+/** Turns a pg error with one of this package's SQLSTATEs into its typed error; anything else is returned as is. */
+export function toRolesyncError(e: unknown): unknown {
+  const err = e as { code?: unknown; message?: string; hint?: string; detail?: string };
+  const Cls = typeof err?.code === "string" ? ERRORS[err.code] : undefined;
+  return Cls ? new Cls(err.message ?? String(e), err.code as string, { hint: err.hint, detail: err.detail, cause: e }) : e;
+}
+
+/**
+ * Makes member `roleId`'s groups exactly the distinct `groupIds`, atomically
+ * and race-free, and returns what changed. Works with a pg Client or Pool.
+ */
+export async function syncRoleMemberships(
+  client: Queryable,
+  roleId: number,
+  groupIds: readonly number[],
+): Promise<SyncResult> {
+  try {
+    const { rows } = await client.query<SyncResult>(
+      "select added, removed from public.sync_role_memberships($1::integer, $2::integer[])",
+      [roleId, groupIds],
+    );
+    return { added: rows[0].added, removed: rows[0].removed };
+  } catch (e) {
+    throw toRolesyncError(e);
+  }
+}
+
+export interface RetryOptions {
+  /** Attempts in all, the first included (default 5). */
+  attempts?: number;
+  /** Upper bound of the first backoff, doubled each time (default 20 ms). */
+  baseDelayMs?: number;
+  onRetry?: (error: SerializationError, attempt: number) => void;
+}
+
+/**
+ * Runs `fn` again when it fails with a serialization failure (40001) or a
+ * deadlock (40P01), with jittered exponential backoff. `fn` must run the
+ * whole transaction (BEGIN ... COMMIT) on one connection, because a retry
+ * needs a fresh snapshot. Other errors are thrown at once.
+ */
+export async function withRetry<T>(fn: () => Promise<T>, opts: RetryOptions = {}): Promise<T> {
+  const attempts = opts.attempts ?? 5;
+  const base = opts.baseDelayMs ?? 20;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (e) {
+      const err = toRolesyncError(e);
+      if (!(err instanceof SerializationError) || attempt >= attempts) throw err;
+      opts.onRetry?.(err, attempt);
+      await new Promise((r) => setTimeout(r, Math.random() * base * 2 ** (attempt - 1)));
+    }
+  }
+}

@@ -1,0 +1,18 @@
+// The package entry: the typed client, and the migration runner for apps that migrate at startup.
+export {
+  syncRoleMemberships,
+  withRetry,
+  toRolesyncError,
+  RolesyncError,
+  NullArgumentError,
+  InvalidArgumentError,
+  UnknownMemberError,
+  UnknownGroupError,
+  NotAGroupError,
+  SelfMembershipError,
+  SerializationError,
+  type Queryable,
+  type SyncResult,
+  type RetryOptions,
+} from "./client.ts";
+export { runMigrations, MigrationError, type MigrateOptions, type MigrateEvent } from "./migrate.ts";
