@@ -1,0 +1,223 @@
+/*
+ * The `rolesync` command, run as a real subprocess (the built dist/bin.js):
+ * every command, its --help, its exit codes and its --json output.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { spawn } from "node:child_process";
+import path from "node:path";
+import { packageRoot } from "../src/migrate.ts";
+import { APP_ROLE } from "../scripts/harness.ts";
+import { alephPre41Dirty, DIRTY_ROWS } from "./fixtures.ts";
+import { createTestDatabase, withPgClient, type TestDatabase } from "./helpers.ts";
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function rolesync(args: string[], env: Record<string, string | undefined> = {}): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [path.join(packageRoot, "dist", "bin.js"), ...args], {
+      env: { ...process.env, DATABASE_URL: undefined, ROLESYNC_APP_ROLE: APP_ROLE, ...env },
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+const json = (run: Run) => JSON.parse(run.stdout.trim().split("\n").pop()!);
+
+let dirty: TestDatabase;
+let migrated: TestDatabase;
+const { duplicates, triplicates, nullRows } = DIRTY_ROWS;
+const surplus = duplicates + 2 * triplicates;
+
+beforeAll(async () => {
+  dirty = await createTestDatabase({ empty: true });
+  await withPgClient(dirty.url, alephPre41Dirty);
+  migrated = await createTestDatabase();
+});
+afterAll(async () => {
+  await dirty?.drop();
+  await migrated?.drop();
+});
+
+describe("help and usage", () => {
+  test.each(["migrate", "check", "dedupe", "sync", "status"])("`%s --help` explains the command and exits 0", async (cmd) => {
+    const run = await rolesync([cmd, "--help"]);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain(`Usage: rolesync ${cmd}`);
+  });
+
+  test("`--help` lists the commands and the exit codes", async () => {
+    const run = await rolesync(["--help"]);
+    expect(run.code).toBe(0);
+    for (const cmd of ["migrate", "check", "dedupe", "sync", "status"]) expect(run.stdout).toContain(cmd);
+    expect(run.stdout).toMatch(/Exit codes: 0 ok, 1 check found a problem, 2 usage error/);
+  });
+
+  test("no database: exit 2 and how to give one", async () => {
+    const run = await rolesync(["status"]);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(/set DATABASE_URL or pass --database-url/);
+  });
+
+  test("an unknown command or option: exit 2", async () => {
+    expect((await rolesync(["frobnicate"])).code).toBe(2);
+    expect((await rolesync(["check", "--frobnicate"])).code).toBe(2);
+  });
+
+  test("an unreachable server: exit 4, with a hint; --json reports it on stdout", async () => {
+    const run = await rolesync(["--json", "status"], { DATABASE_URL: "postgres://postgres@127.0.0.1:1/nowhere" });
+    expect(run.code).toBe(4);
+    expect(run.stderr).toMatch(/cannot reach|ECONNREFUSED/);
+    expect(json(run)).toMatchObject({ error: { exitCode: 4 } });
+  });
+});
+
+describe("on a dirty pre-4.1 Aleph database", () => {
+  test("check: exit 1, not installed, and how dirty the table is", async () => {
+    const run = await rolesync(["--json", "check"], { DATABASE_URL: dirty.url });
+    expect(run.code).toBe(1);
+    const out = json(run);
+    expect(out.ok).toBe(false);
+    expect(out.checks).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ check_name: "installed", ok: false }),
+        expect.objectContaining({ check_name: "duplicates", ok: false, count: surplus }),
+        expect.objectContaining({ check_name: "null_rows", ok: false, count: nullRows }),
+      ]),
+    );
+  });
+
+  test("dedupe --dry-run counts what would go and changes nothing", async () => {
+    const count = () => withPgClient(dirty.url, async (c) => (await c.query("select count(*)::int as n from role_membership")).rows[0].n);
+    const before = await count();
+    const run = await rolesync(["--json", "dedupe", "--dry-run"], { DATABASE_URL: dirty.url });
+    expect(run.code).toBe(0);
+    expect(json(run)).toMatchObject({
+      dryRun: true,
+      duplicatedPairs: duplicates + triplicates,
+      surplusCopies: surplus,
+      nullRows,
+      wouldRemove: surplus + nullRows,
+    });
+    expect(await count()).toBe(before);
+    const human = await rolesync(["dedupe", "--dry-run"], { DATABASE_URL: dirty.url });
+    expect(human.stdout).toMatch(new RegExp(`would remove ${surplus + nullRows} row\\(s\\).*Nothing was changed`));
+  });
+
+  test("dedupe without the migrations: exit 3 and a hint to migrate", async () => {
+    const run = await rolesync(["dedupe"], { DATABASE_URL: dirty.url });
+    expect(run.code).toBe(3);
+    expect(run.stderr).toMatch(/hint: Run `rolesync migrate`/);
+  });
+
+  test("migrate: each migration shown; --json lists them; a second run applies none", async () => {
+    const first = await rolesync(["--json", "migrate"], { DATABASE_URL: dirty.url });
+    expect(first.code).toBe(0);
+    expect(first.stderr).toContain("→ 000001-schema.sql");
+    expect(json(first).executed).toContain("000004-dedupe.sql");
+    const second = await rolesync(["migrate"], { DATABASE_URL: dirty.url });
+    expect(second.code).toBe(0);
+    expect(second.stdout).toMatch(/already up to date/);
+  });
+
+  test("check after migrating: exit 0, all good", async () => {
+    const run = await rolesync(["check"], { DATABASE_URL: dirty.url });
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/all good/);
+    const out = json(await rolesync(["--json", "check"], { DATABASE_URL: dirty.url }));
+    expect(out.ok).toBe(true);
+    expect(out.checks.map((c: { check_name: string }) => c.check_name)).toEqual([
+      "primary_key",
+      "duplicates",
+      "null_rows",
+      "invalid_indexes",
+      "soft_deleted_members",
+      "soft_deleted_groups",
+    ]);
+  });
+
+  test("status: everything applied, the key, the archive", async () => {
+    const out = json(await rolesync(["--json", "status"], { DATABASE_URL: dirty.url }));
+    expect(out.migrations.pending).toEqual([]);
+    expect(out.migrations.applied).toBe(out.migrations.available);
+    expect(out.roleMembership).toMatchObject({ primaryKey: true, guardTrigger: true, archivedRows: surplus + nullRows });
+    const human = await rolesync(["status"], { DATABASE_URL: dirty.url });
+    expect(human.code).toBe(0);
+    expect(human.stdout).toMatch(/primary key yes/);
+  });
+});
+
+describe("on a migrated database", () => {
+  let member: number;
+  let groups: number[];
+  beforeAll(async () => {
+    ({ member, groups } = await withPgClient(migrated.url, async (c) => {
+      const { rows } = await c.query<{ id: number; type: string }>(
+        `insert into role (foreign_id, name, type, is_admin, is_muted, is_blocked, is_tester)
+         values ('cli:u', 'u', 'user', false, false, false, false), ('cli:g1', 'g1', 'group', false, false, false, false),
+                ('cli:g2', 'g2', 'group', false, false, false, false), ('cli:g3', 'g3', 'group', false, false, false, false)
+         returning id, type::text`,
+      );
+      return { member: rows[0].id, groups: rows.slice(1).map((r) => r.id) };
+    }));
+  });
+
+  test("sync prints what changed; --json gives {added, removed}", async () => {
+    const run = await rolesync(["sync", String(member), String(groups[0]), String(groups[1])], { DATABASE_URL: migrated.url });
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain(`member ${member}: added [${groups[0]}, ${groups[1]}], removed []`);
+    const again = await rolesync(["--json", "sync", String(member), String(groups[1]), String(groups[2])], {
+      DATABASE_URL: migrated.url,
+    });
+    expect(json(again)).toEqual({ added: [groups[2]], removed: [groups[0]] });
+  });
+
+  test("sync --none removes every membership; no ids without --none is a usage error", async () => {
+    expect((await rolesync(["sync", String(member)], { DATABASE_URL: migrated.url })).code).toBe(2);
+    const run = await rolesync(["--json", "sync", String(member), "--none"], { DATABASE_URL: migrated.url });
+    expect(json(run)).toEqual({ added: [], removed: [groups[1], groups[2]] });
+  });
+
+  test("sync refused by PostgreSQL: exit 3, the SQLSTATE and a one-line hint; --json too", async () => {
+    const run = await rolesync(["sync", String(member), "999999"], { DATABASE_URL: migrated.url });
+    expect(run.code).toBe(3);
+    expect(run.stderr).toContain("ERROR RS002: unknown or soft-deleted groups: 999999");
+    expect(run.stderr).toMatch(/^hint: .+/m);
+    const self = await rolesync(["--json", "sync", String(member), String(member)], { DATABASE_URL: migrated.url });
+    expect(self.code).toBe(3);
+    expect(json(self)).toMatchObject({ error: { sqlstate: "RS004", exitCode: 3 } });
+  });
+
+  test("sync with a malformed id: exit 2 before touching the database", async () => {
+    const run = await rolesync(["sync", "12x", "3"], { DATABASE_URL: migrated.url });
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(/role-id must be an integer id/);
+  });
+
+  test("check finds memberships of soft-deleted roles and invalid indexes: exit 1 with hints", async () => {
+    await withPgClient(migrated.url, async (c) => {
+      await c.query("insert into role_membership (group_id, member_id) values ($1, $2)", [groups[0], member]);
+      await c.query("update role set deleted_at = now() where id = $1", [groups[0]]);
+      // A real INVALID index: a unique build that hits duplicate names.
+      await c.query("insert into role (foreign_id, name, type, is_admin, is_muted, is_blocked, is_tester) values ('cli:x', 'g1', 'group', false, false, false, false)");
+      await c.query("create unique index concurrently role_name_unique on role (name)").catch(() => {});
+    });
+    const run = await rolesync(["--json", "check"], { DATABASE_URL: migrated.url });
+    expect(run.code).toBe(1);
+    const byName = Object.fromEntries(json(run).checks.map((c: { check_name: string }) => [c.check_name, c]));
+    expect(byName.soft_deleted_groups).toMatchObject({ ok: false, count: 1 });
+    expect(byName.invalid_indexes).toMatchObject({ ok: false, count: 1, detail: expect.stringContaining("role_name_unique") });
+    expect(byName.primary_key.ok).toBe(true);
+    const human = await rolesync(["check"], { DATABASE_URL: migrated.url });
+    expect(human.stdout).toMatch(/FAIL\s+soft_deleted_groups/);
+    expect(human.stdout).toMatch(/hint: Each member's next sync removes them/);
+  });
+});

@@ -1,0 +1,142 @@
+/*
+ * The typed client, imported from the package entry as an app would
+ * (`import ... from "rolesync"` resolves to the built dist/index.js).
+ */
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import pg from "pg";
+import {
+  syncRoleMemberships,
+  withRetry,
+  toRolesyncError,
+  RolesyncError,
+  NullArgumentError,
+  InvalidArgumentError,
+  UnknownMemberError,
+  UnknownGroupError,
+  NotAGroupError,
+  SelfMembershipError,
+  SerializationError,
+  type SyncResult,
+} from "rolesync";
+import { connect, createRoles, createTestDatabase, type TestDatabase } from "./helpers.ts";
+
+let db: TestDatabase;
+let client: pg.Client;
+let pool: pg.Pool;
+let users: number[];
+let groups: number[];
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  client = await connect(db.url);
+  pool = new pg.Pool({ connectionString: db.url, max: 4 });
+  ({ users, groups } = await createRoles(client, { users: 3, groups: 3 }));
+});
+afterAll(async () => {
+  await client?.end();
+  await pool?.end();
+  await db?.drop();
+});
+
+test("syncRoleMemberships works with a Client and with a Pool, and returns typed arrays", async () => {
+  const first: SyncResult = await syncRoleMemberships(client, users[0], [groups[1], groups[0], groups[0]]);
+  expect(first).toEqual({ added: [groups[0], groups[1]], removed: [] });
+  const second = await syncRoleMemberships(pool, users[0], [groups[2]]);
+  expect(second).toEqual({ added: [groups[2]], removed: [groups[0], groups[1]] });
+  expect(await syncRoleMemberships(pool, users[0], [])).toEqual({ added: [], removed: [groups[2]] });
+});
+
+describe("errors are mapped from their SQLSTATE to a typed class", () => {
+  const cases: [string, () => Promise<unknown>, new (...a: never[]) => RolesyncError, string][] = [
+    ["a NULL element", () => syncRoleMemberships(client, users[0], [groups[0], null as unknown as number]), NullArgumentError, "22004"],
+    ["a NULL role id", () => syncRoleMemberships(client, null as unknown as number, []), NullArgumentError, "22004"],
+    ["an unknown member", () => syncRoleMemberships(client, 987654, [groups[0]]), UnknownMemberError, "RS001"],
+    ["an unknown group", () => syncRoleMemberships(client, users[0], [987654]), UnknownGroupError, "RS002"],
+    ["a user as a group", () => syncRoleMemberships(client, users[0], [users[1]]), NotAGroupError, "RS003"],
+    ["the member in its own list", () => syncRoleMemberships(client, users[0], [users[0]]), SelfMembershipError, "RS004"],
+  ];
+  test.each(cases)("%s", async (_name, call, Cls, code) => {
+    const err = (await call().catch((e: unknown) => e)) as RolesyncError;
+    expect(err).toBeInstanceOf(Cls);
+    expect(err).toBeInstanceOf(RolesyncError);
+    expect(err.code).toBe(code);
+    expect(err.name).toBe(Cls.name);
+    expect(err.cause).toBeDefined(); // the original pg error stays reachable
+  });
+
+  test("a multi-dimensional array maps to InvalidArgumentError (22023)", async () => {
+    const err = await client
+      .query("select public.sync_role_memberships($1, '{{1,2},{3,4}}'::int[])", [users[0]])
+      .catch((e) => toRolesyncError(e));
+    expect(err).toBeInstanceOf(InvalidArgumentError);
+  });
+
+  test("errors that are not ours pass through unchanged", () => {
+    const other = Object.assign(new Error("boom"), { code: "42P01" });
+    expect(toRolesyncError(other)).toBe(other);
+    expect(toRolesyncError("text")).toBe("text");
+  });
+
+  test("errors carry the hint PostgreSQL sent", async () => {
+    const err = await syncRoleMemberships(client, users[0], [987654]).catch((e) => e);
+    expect(err.hint).toBe("Create the group roles first, or leave these ids out.");
+  });
+});
+
+describe("withRetry", () => {
+  test("retries a REPEATABLE READ transaction whose snapshot went stale (40001), then succeeds", async () => {
+    let attempts = 0;
+    const retried: number[] = [];
+    const result = await withRetry(
+      async () => {
+        attempts++;
+        const c = await pool.connect();
+        try {
+          await c.query("begin isolation level repeatable read");
+          await c.query("select 1"); // the snapshot
+          if (attempts === 1) await syncRoleMemberships(client, users[1], [groups[0]]); // a concurrent change commits
+          const r = await syncRoleMemberships(c, users[1], [groups[1]]);
+          await c.query("commit");
+          return r;
+        } catch (e) {
+          await c.query("rollback");
+          throw e;
+        } finally {
+          c.release();
+        }
+      },
+      {
+        onRetry: (e, attempt) => {
+          expect(e).toBeInstanceOf(SerializationError);
+          retried.push(attempt);
+        },
+      },
+    );
+    expect(attempts).toBe(2);
+    expect(retried).toEqual([1]);
+    expect(result).toEqual({ added: [groups[1]], removed: [groups[0]] });
+  });
+
+  test("does not retry other errors", async () => {
+    let attempts = 0;
+    const err = await withRetry(async () => {
+      attempts++;
+      return syncRoleMemberships(client, users[0], [987654]);
+    }).catch((e) => e);
+    expect(err).toBeInstanceOf(UnknownGroupError);
+    expect(attempts).toBe(1);
+  });
+
+  test("gives up after the last attempt with the SerializationError", async () => {
+    let attempts = 0;
+    const err = await withRetry(
+      async () => {
+        attempts++;
+        throw Object.assign(new Error("could not serialize access"), { code: "40001" });
+      },
+      { attempts: 3, baseDelayMs: 1 },
+    ).catch((e) => e);
+    expect(attempts).toBe(3);
+    expect(err).toBeInstanceOf(SerializationError);
+  });
+});
