@@ -139,6 +139,43 @@ describe("every starting state reaches the same end state", () => {
     await migrateAndCheck(db, duplicates + 2 * triplicates + nullRows);
   });
 
+  test("our own run interrupted during a concurrent index build: the next run drops the INVALID index and finishes", async () => {
+    const db = await database(true);
+    await withPgClient(db.url, aleph41);
+    // A long report: its snapshot makes CREATE INDEX CONCURRENTLY wait before it can mark the index valid.
+    const report = await connect(db.url);
+    const operator = await connect(db.url);
+    try {
+      await report.query("begin isolation level repeatable read");
+      await report.query("select count(*) from public.role_membership");
+      const first = runMigrations({ databaseUrl: db.url, appRole: APP_ROLE }).catch((e) => e);
+      // The operator loses patience and cancels the build while it waits (Ctrl-C does the same).
+      for (let cancelled = false; !cancelled; ) {
+        const { rows } = await operator.query(
+          `select pid from pg_stat_progress_create_index
+            where relid = 'public.role_membership'::regclass and phase like 'waiting for%'`,
+        );
+        if (rows.length) cancelled = (await operator.query("select pg_cancel_backend($1)", [rows[0].pid])).rowCount === 1;
+        else await new Promise((r) => setTimeout(r, 10));
+      }
+      const err = await first;
+      expect(err).toBeInstanceOf(MigrationError);
+      expect(err.code).toBe("57014"); // canceling statement due to user request
+      await report.query("commit");
+      const left = await withPgClient(db.url, async (c) =>
+        (await c.query(`select indexrelid::regclass::text as name, indisvalid from pg_index
+                         where indexrelid = 'public.role_membership_group_id_member_id_idx'::regclass`)).rows,
+      );
+      expect(left).toEqual([{ name: "role_membership_group_id_member_id_idx", indisvalid: false }]);
+    } finally {
+      await report.end();
+      await operator.end();
+    }
+    const second = await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE });
+    expect(second.executed[0]).toBe("000002-group-index.sql"); // resumed where it stopped
+    await withPgClient(db.url, expectMigrated);
+  });
+
   test("a database where the migrations were already applied", async () => {
     const db = await database(false); // a clone of the migrated template
     const before = await withPgClient(db.url, fingerprint);
