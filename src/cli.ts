@@ -263,14 +263,14 @@ async function statusCommand(_opts: unknown, cmd: Command) {
       : [];
     const { rows: t } = await c.query<{
       rows: string | null;
-      bytes: string | null;
+      size: string | null;
       keyed: boolean;
       guarded: boolean;
       archived: string | null;
       members: string | null;
     }>(
       `select (select reltuples::bigint from pg_catalog.pg_class where oid = pg_catalog.to_regclass('public.role_membership')) as rows,
-              pg_catalog.pg_total_relation_size(pg_catalog.to_regclass('public.role_membership')) as bytes,
+              pg_catalog.pg_size_pretty(pg_catalog.pg_total_relation_size(pg_catalog.to_regclass('public.role_membership'))) as size,
               exists (select from pg_catalog.pg_constraint
                        where conrelid = pg_catalog.to_regclass('public.role_membership') and contype = 'p') as keyed,
               exists (select from pg_catalog.pg_trigger
@@ -292,7 +292,7 @@ async function statusCommand(_opts: unknown, cmd: Command) {
       },
       roleMembership: {
         estimatedRows: t[0].rows === null ? null : Math.max(0, Number(t[0].rows)),
-        bytes: t[0].bytes === null ? null : Number(t[0].bytes),
+        size: t[0].size,
         primaryKey: t[0].keyed,
         guardTrigger: t[0].guarded,
         archivedRows: t[0].archived === null ? null : Number(t[0].archived),
@@ -308,7 +308,7 @@ async function statusCommand(_opts: unknown, cmd: Command) {
         (status.migrations.pending.length ? `; pending: ${status.migrations.pending.join(", ")}` : ""),
     );
     console.log(
-      `role_membership: ~${r.estimatedRows ?? "?"} rows, ${r.bytes === null ? "?" : (r.bytes / 1048576).toFixed(1) + " MiB"}, ` +
+      `role_membership: ~${r.estimatedRows ?? "?"} rows, ${r.size ?? "?"} with indexes, ` +
         `primary key ${r.primaryKey ? "yes" : "NO"}, guard trigger ${r.guardTrigger ? "yes" : "no"}`,
     );
     if (r.archivedRows !== null) console.log(`archived by the dedupe: ${r.archivedRows} row(s)`);
