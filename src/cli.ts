@@ -89,7 +89,9 @@ function describeEvent(e: MigrateEvent): string | null {
       return `  … ${e.step}: ${e.detail || "running"} (${e.seconds} s)`;
     case "done":
       return e.executed.length
-        ? `${e.executed.length} migration(s) applied in ${e.seconds.toFixed(1)} s`
+        ? `${e.executed.length} migration(s) applied in ${e.seconds.toFixed(1)} s (` +
+            e.steps.map((s) => `${s.name.slice(0, 6)} ${s.seconds.toFixed(1)} s`).join(", ") +
+            ")"
         : `already up to date (${e.seconds.toFixed(1)} s)`;
   }
 }
@@ -125,7 +127,7 @@ async function migrateCommand(opts: { appRole?: string; lockRetries: string }, c
       if (line) out.line(line);
     },
   });
-  out.result({ executed: result.executed }, () => {});
+  out.result({ executed: result.executed, steps: result.steps }, () => {});
 }
 
 async function checkCommand(_opts: unknown, cmd: Command) {

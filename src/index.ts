@@ -15,4 +15,4 @@ export {
   type SyncResult,
   type RetryOptions,
 } from "./client.ts";
-export { runMigrations, MigrationError, type MigrateOptions, type MigrateEvent } from "./migrate.ts";
+export { runMigrations, MigrationError, type MigrateOptions, type MigrateEvent, type MigrateResult } from "./migrate.ts";

@@ -29,7 +29,7 @@ export type MigrateEvent =
   | { type: "migration"; name: string }
   | { type: "retry"; attempt: number; delayMs: number; reason: string }
   | { type: "progress"; step: string; seconds: number; detail: string }
-  | { type: "done"; executed: string[]; seconds: number };
+  | { type: "done"; executed: string[]; seconds: number; steps: { name: string; seconds: number }[] };
 
 export interface MigrateOptions {
   databaseUrl: string;
@@ -77,7 +77,14 @@ function gmrcSettings(): Record<string, unknown> {
   return raw;
 }
 
-export async function runMigrations(opts: MigrateOptions): Promise<{ executed: string[] }> {
+export interface MigrateResult {
+  /** The migrations applied by this run, in order. */
+  executed: string[];
+  /** How long each took (the last attempt of each, after any lock-timeout retries). */
+  steps: { name: string; seconds: number }[];
+}
+
+export async function runMigrations(opts: MigrateOptions): Promise<MigrateResult> {
   const emit = opts.onEvent ?? (() => {});
   const url = withApplicationName(opts.databaseUrl, APPLICATION_NAME);
   const started = Date.now();
@@ -93,10 +100,13 @@ export async function runMigrations(opts: MigrateOptions): Promise<{ executed: s
   emit({ type: "start", appRole });
 
   const executed: string[] = [];
+  // When each migration last started; a step ends when the next one starts (or the run ends).
+  const startedAt = new Map<string, number>();
   const logger = new Logger(() => (level, message) => {
     const m = /Running migration '([^']+)'/.exec(message);
-    if (m && !executed.includes(m[1])) {
-      executed.push(m[1]);
+    if (m) {
+      startedAt.set(m[1], Date.now());
+      if (!executed.includes(m[1])) executed.push(m[1]);
       emit({ type: "migration", name: m[1] });
     }
     // Other lines (errors included) reach the caller as the thrown error.
@@ -150,7 +160,11 @@ export async function runMigrations(opts: MigrateOptions): Promise<{ executed: s
       );
     }
   }
-  const result = { executed };
-  emit({ type: "done", executed, seconds: (Date.now() - started) / 1000 });
-  return result;
+  const ended = Date.now();
+  const steps = executed.map((name, i) => ({
+    name,
+    seconds: ((i + 1 < executed.length ? startedAt.get(executed[i + 1])! : ended) - startedAt.get(name)!) / 1000,
+  }));
+  emit({ type: "done", executed, seconds: (ended - started) / 1000, steps });
+  return { executed, steps };
 }

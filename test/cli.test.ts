@@ -122,7 +122,7 @@ describe("on a dirty pre-4.1 Aleph database", () => {
     const first = await rolesync(["--json", "migrate"], { DATABASE_URL: dirty.url });
     expect(first.code).toBe(0);
     expect(first.stderr).toContain("→ 000001-schema.sql");
-    expect(json(first).executed).toContain("000004-dedupe.sql");
+    expect(json(first).executed).toContain("000005-dedupe.sql");
     const second = await rolesync(["migrate"], { DATABASE_URL: dirty.url });
     expect(second.code).toBe(0);
     expect(second.stdout).toMatch(/already up to date/);

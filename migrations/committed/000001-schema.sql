@@ -1,5 +1,5 @@
 --! Previous: -
---! Hash: sha1:91a9047e1b65d0645647b6634ed663b76339502d
+--! Hash: sha1:f4b3bf5d9f89605db4bfa569a85cf0c869fa7f98
 --! Message: schema
 
 /*
@@ -202,12 +202,28 @@ begin
 
   -- Copies go without member locks: a login waiting on one must not wait for the whole scan.
   perform set_config('rolesync.dedupe', 'on', true);
-  with doomed as (
-    select d.ctid
-      from (select m.ctid, m.group_id, m.member_id,
-                   row_number() over (partition by m.group_id, m.member_id) as copy
-              from public.role_membership m) d
-     where d.copy > 1 or d.group_id is null or d.member_id is null
+  -- Two steps, each cheap on a large table: find the duplicated pairs in one
+  -- ordered pass over the group index (an index-only scan once the table is
+  -- vacuumed), then fetch just their rows. A window over the whole table would
+  -- either sort it or visit the heap in index order, row by row.
+  with duplicated as materialized (
+    select m.group_id, m.member_id
+      from public.role_membership m
+     where m.group_id is not null and m.member_id is not null
+     group by m.group_id, m.member_id
+    having count(*) > 1
+  ), copies as (
+    select c.ctid, row_number() over (partition by d.group_id, d.member_id) as copy
+      from duplicated d
+     cross join lateral (
+       select m.ctid from public.role_membership m
+        where m.group_id = d.group_id and m.member_id = d.member_id
+       offset 0 -- keeps this a per-pair index lookup, not a hash join over the table
+     ) c
+  ), doomed as (
+    select copies.ctid from copies where copies.copy > 1
+    union all
+    select m.ctid from public.role_membership m where m.group_id is null or m.member_id is null
   ), removed as (
     -- A TID scan: ctid = any(array) stays linear however many rows go.
     delete from public.role_membership m
@@ -379,6 +395,95 @@ comment on function public.sync_role_memberships(integer, integer[]) is
   'Sets member role_id''s groups to exactly group_ids; returns (added, removed). Race-free; writes nothing when nothing changes.';
 
 /*
+ * What an operator (or a cron job, or CI) asks of role_membership: is it
+ * keyed, is it clean, are its indexes usable, does it point at deleted roles.
+ * One row per check: `ok` is false when something needs doing, `count` is
+ * how many (NULL where nothing is counted), and `hint` says what to do. Stable: it only reads. Owner-only, like the dedupe.
+ */
+create or replace function public.role_membership_check()
+returns table (check_name text, ok boolean, count bigint, detail text, hint text)
+language plpgsql
+stable
+security invoker
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  v_keyed boolean;
+  v_copies bigint := 0;
+  v_null_rows bigint := 0;
+  v_invalid text;
+  v_count bigint;
+begin
+  v_keyed := exists (
+    select from pg_catalog.pg_constraint c
+     where c.conrelid = 'public.role_membership'::regclass and c.contype = 'p');
+  check_name := 'primary_key';
+  ok := v_keyed;
+  count := null;
+  detail := case when v_keyed then 'role_membership_pkey (member_id, group_id) is in place'
+                 else 'role_membership has no primary key: concurrent logins can store a pair twice' end;
+  hint := case when not v_keyed then 'Run `rolesync migrate`: it cleans the table and adds the key online.' end;
+  return next;
+
+  -- Without the key, duplicates and NULL rows need a scan; with it there can be none.
+  if not v_keyed then
+    select coalesce(sum(d.copies - 1), 0) into v_copies from public.role_membership_duplicates d;
+    select count(*) into v_null_rows from public.role_membership m
+     where m.group_id is null or m.member_id is null;
+  end if;
+  check_name := 'duplicates';
+  ok := v_copies = 0;
+  count := v_copies;
+  detail := format('%s surplus cop%s of stored pairs', v_copies, case when v_copies = 1 then 'y' else 'ies' end);
+  hint := case when v_copies > 0 then 'Run `rolesync migrate` (or `rolesync dedupe`): copies are archived in role_membership_removed.' end;
+  return next;
+
+  check_name := 'null_rows';
+  ok := v_null_rows = 0;
+  count := v_null_rows;
+  detail := format('%s row(s) with a NULL group_id or member_id', v_null_rows);
+  hint := case when v_null_rows > 0 then 'Run `rolesync migrate` (or `rolesync dedupe`): NULL rows are archived in role_membership_removed.' end;
+  return next;
+
+  select string_agg(i.indexrelid::regclass::text, ', ' order by i.indexrelid::regclass::text), count(*)
+    into v_invalid, v_count
+    from pg_catalog.pg_index i
+   where i.indrelid in ('public.role_membership'::regclass, 'public.role'::regclass)
+     and not (i.indisvalid and i.indisready);
+  check_name := 'invalid_indexes';
+  ok := v_count = 0;
+  count := v_count;
+  detail := coalesce('INVALID: ' || v_invalid, 'every index on role and role_membership is valid');
+  hint := case when v_count > 0 then 'An index build was interrupted. `rolesync migrate` rebuilds its own; for others: DROP INDEX CONCURRENTLY, then build again.' end;
+  return next;
+
+  select count(*) into v_count
+    from public.role_membership m
+    join public.role r on r.id = m.member_id
+   where r.deleted_at is not null;
+  check_name := 'soft_deleted_members';
+  ok := v_count = 0;
+  count := v_count;
+  detail := format('%s membership(s) of soft-deleted members', v_count);
+  hint := case when v_count > 0 then 'They grant nothing but linger: DELETE FROM role_membership m USING role r WHERE r.id = m.member_id AND r.deleted_at IS NOT NULL.' end;
+  return next;
+
+  select count(*) into v_count
+    from public.role_membership m
+    join public.role r on r.id = m.group_id
+   where r.deleted_at is not null;
+  check_name := 'soft_deleted_groups';
+  ok := v_count = 0;
+  count := v_count;
+  detail := format('%s membership(s) in soft-deleted groups', v_count);
+  hint := case when v_count > 0 then 'Each member''s next sync removes them; to remove them now: DELETE FROM role_membership m USING role r WHERE r.id = m.group_id AND r.deleted_at IS NOT NULL.' end;
+  return next;
+end;
+$$;
+comment on function public.role_membership_check() is
+  'Health of role_membership for operators: key, duplicates, NULL rows, invalid indexes, memberships of soft-deleted roles.';
+
+/*
  * NOT NULL without a long exclusive lock: a NOT VALID check rejects new NULL
  * rows at once, is validated after the dedupe (without blocking writers),
  * and then lets SET NOT NULL skip its full-table scan.
@@ -407,6 +512,7 @@ $$;
 revoke all on function public.sync_role_memberships(integer, integer[]) from public;
 revoke all on function public.dedupe_role_memberships() from public;
 revoke all on function public.role_membership_guard() from public;
+revoke all on function public.role_membership_check() from public;
 grant execute on function public.sync_role_memberships(integer, integer[]) to :ROLESYNC_APP_ROLE;
 grant select on table public.role to :ROLESYNC_APP_ROLE;
 grant select, insert, delete on table public.role_membership to :ROLESYNC_APP_ROLE;

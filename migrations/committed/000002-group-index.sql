@@ -1,5 +1,5 @@
---! Previous: sha1:91a9047e1b65d0645647b6634ed663b76339502d
---! Hash: sha1:35bb09066f1e93f2d93528f2c098b936c22783fd
+--! Previous: sha1:f4b3bf5d9f89605db4bfa569a85cf0c869fa7f98
+--! Hash: sha1:fe921fe5d551a4f15a5ee69a43b9a430d7f268e2
 --! Message: group index
 
 --! no-transaction

@@ -1,5 +1,5 @@
---! Previous: sha1:35bb09066f1e93f2d93528f2c098b936c22783fd
---! Hash: sha1:632085aac5384079fa94a44b9760b9ae68de0972
+--! Previous: sha1:fe921fe5d551a4f15a5ee69a43b9a430d7f268e2
+--! Hash: sha1:2531d77ce0ecb8005d442744d0d6fceaa1a4a44d
 --! Message: guard
 
 /*

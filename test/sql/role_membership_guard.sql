@@ -28,7 +28,7 @@ select ok(not pg_temp.holds_member_lock(2), 'no lock on member 2 yet');
 delete from public.role_membership where member_id = 3;
 select ok(pg_temp.holds_member_lock(3), 'a delete takes the member lock');
 
--- Back to the migration's state between 000003 and 000006: no key, a NOT VALID check.
+-- Back to the migration's state between 000003 and 000007: no key, a NOT VALID check.
 alter table public.role_membership drop constraint role_membership_pkey;
 alter table public.role_membership alter column group_id drop not null, alter column member_id drop not null;
 alter table public.role_membership add constraint role_membership_not_null

@@ -1,5 +1,5 @@
---! Previous: sha1:632085aac5384079fa94a44b9760b9ae68de0972
---! Hash: sha1:10c9b71aeb10cee03b4ac819fe5aa5192930a684
+--! Previous: sha1:765737be44ae8aea3212ed9b032f6a0b841c75ff
+--! Hash: sha1:10023ce9bdcec5340e8c4ca079eb9cb50751d5db
 --! Message: dedupe
 
 /*

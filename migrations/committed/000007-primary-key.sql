@@ -1,5 +1,5 @@
---! Previous: sha1:ebc8fd13e607fc8514774109e0623a7cfb1b1301
---! Hash: sha1:268157d6c8c9d4f5d2d7807b527d8a99a1f4ab83
+--! Previous: sha1:9eadd01bac06246df18a32ab3f636840d2a3102e
+--! Hash: sha1:81e675435292585a968897110351677f1157c5ef
 --! Message: primary key
 
 /*

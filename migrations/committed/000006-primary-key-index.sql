@@ -1,5 +1,5 @@
---! Previous: sha1:10c9b71aeb10cee03b4ac819fe5aa5192930a684
---! Hash: sha1:ebc8fd13e607fc8514774109e0623a7cfb1b1301
+--! Previous: sha1:10023ce9bdcec5340e8c4ca079eb9cb50751d5db
+--! Hash: sha1:9eadd01bac06246df18a32ab3f636840d2a3102e
 --! Message: primary key index
 
 --! no-transaction
