@@ -179,6 +179,25 @@ describe("REPEATABLE READ and SERIALIZABLE", () => {
       await b.query("rollback");
     });
 
+    test(`${isolation}: by foreign id, a group created by a concurrent login after the snapshot gives 40001, and the retry uses it`, async () => {
+      const member = `oidc:${isolation.replace(" ", "-")}-user`;
+      const group = `group:${isolation.replace(" ", "-")}-new`;
+      await observer.query(
+        `insert into role (foreign_id, name, type, is_admin, is_muted, is_blocked, is_tester)
+         values ($1, 'u', 'user', false, false, false, false), ($1 || '-2', 'u2', 'user', false, false, false, false)`,
+        [member],
+      );
+      await b.query(`begin isolation level ${isolation}`);
+      await b.query("select 1");
+      await a.query("select sync_role_memberships_by_foreign_id($1, array[$2])", [`${member}-2`, group]);
+      expect(await code(b.query("select sync_role_memberships_by_foreign_id($1, array[$2])", [member, group]))).toBe("40001");
+      await b.query("rollback");
+      await b.query(`begin isolation level ${isolation}`);
+      const { rows } = await b.query("select created, cardinality(added) as added from sync_role_memberships_by_foreign_id($1, array[$2])", [member, group]);
+      await b.query("commit");
+      expect(rows[0]).toEqual({ created: [], added: 1 });
+    });
+
     test(`${isolation}: with a fresh snapshot the call just works`, async () => {
       const [, m] = users;
       await b.query(`begin isolation level ${isolation}`);

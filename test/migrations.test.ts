@@ -197,7 +197,7 @@ describe("refusals", () => {
     expect(err.code).toBe("RS010");
     expect(err.message).toContain("primary key on (id)");
     const left = await withPgClient(db.url, async (c) =>
-      (await c.query(`select to_regprocedure('public.sync_role_memberships(integer, integer[])') as f,
+      (await c.query(`select to_regprocedure('public.sync_role_memberships(integer, integer[], text)') as f,
                              (select count(*)::int from pg_constraint where conrelid = 'public.role_membership'::regclass) as constraints`)).rows[0],
     );
     expect(left).toEqual({ f: null, constraints: 3 }); // the two FKs and the other key, as they were

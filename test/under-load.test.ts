@@ -94,7 +94,7 @@ async function writeUntil(
   const poll = (async () => {
     while (!done()) {
       const { rows } = await watcher.query(
-        "select to_regprocedure('public.sync_role_memberships(integer, integer[])') is not null as ok",
+        "select to_regprocedure('public.sync_role_memberships(integer, integer[], text)') is not null as ok",
       );
       syncExists = rows[0].ok;
       await new Promise((r) => setTimeout(r, 50));

@@ -1,5 +1,5 @@
 --! Previous: -
---! Hash: sha1:f4b3bf5d9f89605db4bfa569a85cf0c869fa7f98
+--! Hash: sha1:bea3fe80cc93d1ff28264a88a2d078566d6c147c
 --! Message: schema
 
 /*
@@ -249,6 +249,11 @@ comment on function public.dedupe_role_memberships() is
  * are not touched, and a call that changes nothing writes nothing (no
  * transaction id, no WAL).
  *
+ * managed_prefix (default NULL: every group) limits the sync to groups whose
+ * foreign_id starts with it: memberships in other groups, granted by hand,
+ * are neither added nor removed, and group_ids may name only managed groups.
+ * sync_role_memberships_by_foreign_id() calls this with 'group:'.
+ *
  * Why it is race-free: every call for a member first takes a transaction-
  * level advisory lock on (1919904869, member id). The lock is held to
  * commit, and in READ COMMITTED each later statement here takes a new
@@ -263,7 +268,7 @@ comment on function public.dedupe_role_memberships() is
  * Errors (nothing is changed): 22004 a NULL argument or element; 22023 a
  * multi-dimensional array; RS001 unknown or soft-deleted member; RS002
  * unknown or soft-deleted group; RS003 a role that is not a group; RS004
- * the member in its own list. Under REPEATABLE READ or SERIALIZABLE, a call
+ * the member in its own list; RS005 a group outside managed_prefix. Under REPEATABLE READ or SERIALIZABLE, a call
  * whose snapshot predates another call's change for the same member fails
  * with 40001: retry the whole transaction. Those levels also lock the
  * member's role_membership_version row, a small write even for a no-op.
@@ -272,6 +277,7 @@ comment on function public.dedupe_role_memberships() is
 create or replace function public.sync_role_memberships(
   role_id integer,
   group_ids integer[],
+  managed_prefix text default null,
   out added integer[],
   out removed integer[]
 )
@@ -285,6 +291,7 @@ declare
   v_member_deleted_at timestamp;
   v_unknown integer[];
   v_not_groups text;
+  v_unmanaged text;
 begin
   if sync_role_memberships.role_id is null then
     raise exception using errcode = '22004',
@@ -329,6 +336,9 @@ begin
     select distinct m.group_id as id
       from public.role_membership m
      where m.member_id = sync_role_memberships.role_id
+       and (managed_prefix is null
+            or exists (select from public.role r
+                        where r.id = m.group_id and starts_with(r.foreign_id, managed_prefix)))
   )
   select exists (select from public.role r where r.id = sync_role_memberships.role_id),
          (select r.deleted_at from public.role r where r.id = sync_role_memberships.role_id),
@@ -339,13 +349,16 @@ begin
          (select string_agg(format('%s (%s)', t.id, r.type), ', ' order by t.id)
             from target t join public.role r on r.id = t.id
            where r.deleted_at is null and r.type <> 'group'),
+         (select string_agg(format('%s (%s)', t.id, r.foreign_id), ', ' order by t.id)
+            from target t join public.role r on r.id = t.id
+           where managed_prefix is not null and not starts_with(r.foreign_id, managed_prefix)),
          array(select t.id from target t
                 where not exists (select from current_groups c where c.id = t.id)
                 order by t.id),
          array(select c.id from current_groups c
                 where not exists (select from target t where t.id = c.id)
                 order by c.id)
-    into v_member_exists, v_member_deleted_at, v_unknown, v_not_groups,
+    into v_member_exists, v_member_deleted_at, v_unknown, v_not_groups, v_unmanaged,
          added, removed;
 
   if not v_member_exists or v_member_deleted_at is not null then
@@ -364,6 +377,11 @@ begin
       message = format('roles are not groups: %s', v_not_groups),
       hint = 'group_ids may only name roles of type ''group''.';
   end if;
+  if v_unmanaged is not null then
+    raise exception using errcode = 'RS005',
+      message = format('groups outside the managed prefix %L: %s', managed_prefix, v_unmanaged),
+      hint = 'Only groups whose foreign_id starts with managed_prefix can be synced with it; pass NULL to manage every group.';
+  end if;
 
   if cardinality(added) = 0 and cardinality(removed) = 0 then
     return; -- nothing to change, so nothing is written
@@ -375,7 +393,8 @@ begin
        and m.group_id = any (removed)
     returning m.group_id
   ), inserted as (
-    -- A concurrent writer outside this function may have added the row: skip it.
+    -- The guard trigger puts every writer on the member lock, so the row cannot
+    -- have appeared since the diff; if the trigger is disabled, skip it anyway.
     insert into public.role_membership (group_id, member_id)
     select a.id, sync_role_memberships.role_id from unnest(added) as a(id)
     on conflict do nothing
@@ -391,8 +410,8 @@ begin
     into removed, added;
 end;
 $$;
-comment on function public.sync_role_memberships(integer, integer[]) is
-  'Sets member role_id''s groups to exactly group_ids; returns (added, removed). Race-free; writes nothing when nothing changes.';
+comment on function public.sync_role_memberships(integer, integer[], text) is
+  'Sets member role_id''s groups (those under managed_prefix, default all) to exactly group_ids; returns (added, removed). Race-free; writes nothing when nothing changes.';
 
 /*
  * What an operator (or a cron job, or CI) asks of role_membership: is it
@@ -509,11 +528,11 @@ $$;
  * Privileges. The functions run as the caller, so the application role needs
  * the table privileges they use; nothing is granted to PUBLIC.
  */
-revoke all on function public.sync_role_memberships(integer, integer[]) from public;
+revoke all on function public.sync_role_memberships(integer, integer[], text) from public;
 revoke all on function public.dedupe_role_memberships() from public;
 revoke all on function public.role_membership_guard() from public;
 revoke all on function public.role_membership_check() from public;
-grant execute on function public.sync_role_memberships(integer, integer[]) to :ROLESYNC_APP_ROLE;
+grant execute on function public.sync_role_memberships(integer, integer[], text) to :ROLESYNC_APP_ROLE;
 grant select on table public.role to :ROLESYNC_APP_ROLE;
 grant select, insert, delete on table public.role_membership to :ROLESYNC_APP_ROLE;
 grant select, insert, update on table public.role_membership_version to :ROLESYNC_APP_ROLE;

@@ -1,5 +1,5 @@
---! Previous: sha1:f4b3bf5d9f89605db4bfa569a85cf0c869fa7f98
---! Hash: sha1:fe921fe5d551a4f15a5ee69a43b9a430d7f268e2
+--! Previous: sha1:bea3fe80cc93d1ff28264a88a2d078566d6c147c
+--! Hash: sha1:95c68f9f2ee5f019b3d9135055599bfc49a6974f
 --! Message: group index
 
 --! no-transaction

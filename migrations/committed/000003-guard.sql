@@ -1,5 +1,5 @@
---! Previous: sha1:fe921fe5d551a4f15a5ee69a43b9a430d7f268e2
---! Hash: sha1:2531d77ce0ecb8005d442744d0d6fceaa1a4a44d
+--! Previous: sha1:95c68f9f2ee5f019b3d9135055599bfc49a6974f
+--! Hash: sha1:dd6b06068750e88575dddd31c6b0ca71cd21e660
 --! Message: guard
 
 /*

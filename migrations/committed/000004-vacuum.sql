@@ -1,5 +1,5 @@
---! Previous: sha1:2531d77ce0ecb8005d442744d0d6fceaa1a4a44d
---! Hash: sha1:765737be44ae8aea3212ed9b032f6a0b841c75ff
+--! Previous: sha1:dd6b06068750e88575dddd31c6b0ca71cd21e660
+--! Hash: sha1:4c2d905bfba29890cd58a8df574c80ecc46fcd9f
 --! Message: vacuum
 
 --! no-transaction

@@ -1,5 +1,5 @@
---! Previous: sha1:765737be44ae8aea3212ed9b032f6a0b841c75ff
---! Hash: sha1:10023ce9bdcec5340e8c4ca079eb9cb50751d5db
+--! Previous: sha1:4c2d905bfba29890cd58a8df574c80ecc46fcd9f
+--! Hash: sha1:53aa79737da2608775eb4eaa6dce2abe6d3475dd
 --! Message: dedupe
 
 /*

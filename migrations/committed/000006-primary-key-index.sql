@@ -1,5 +1,5 @@
---! Previous: sha1:10023ce9bdcec5340e8c4ca079eb9cb50751d5db
---! Hash: sha1:9eadd01bac06246df18a32ab3f636840d2a3102e
+--! Previous: sha1:53aa79737da2608775eb4eaa6dce2abe6d3475dd
+--! Hash: sha1:68ff8bc3888d7b0f27d9aedb8ed1b590eb07546e
 --! Message: primary key index
 
 --! no-transaction

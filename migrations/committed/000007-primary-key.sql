@@ -1,5 +1,5 @@
---! Previous: sha1:9eadd01bac06246df18a32ab3f636840d2a3102e
---! Hash: sha1:81e675435292585a968897110351677f1157c5ef
+--! Previous: sha1:68ff8bc3888d7b0f27d9aedb8ed1b590eb07546e
+--! Hash: sha1:a9e1ded02c2af182b03da3bae709d18537476657
 --! Message: primary key
 
 /*

@@ -1,20 +1,20 @@
 -- Signatures, volatility, security and privileges of every function.
 begin;
 set local search_path = public, tap;
-select plan(31);
+select plan(38);
 
-select has_function('public', 'sync_role_memberships', array['integer', 'integer[]'],
-  'sync_role_memberships(integer, integer[]) exists');
+select has_function('public', 'sync_role_memberships', array['integer', 'integer[]', 'text'],
+  'sync_role_memberships(integer, integer[], text) exists');
 select is(
-  pg_catalog.pg_get_function_result('public.sync_role_memberships(integer, integer[])'::regprocedure),
+  pg_catalog.pg_get_function_result('public.sync_role_memberships(integer, integer[], text)'::regprocedure),
   'record', 'sync_role_memberships returns one record');
 select is(
-  pg_catalog.pg_get_function_arguments('public.sync_role_memberships(integer, integer[])'::regprocedure),
-  'role_id integer, group_ids integer[], OUT added integer[], OUT removed integer[]',
-  'sync_role_memberships takes (role_id, group_ids) and returns (added, removed)');
+  pg_catalog.pg_get_function_arguments('public.sync_role_memberships(integer, integer[], text)'::regprocedure),
+  'role_id integer, group_ids integer[], managed_prefix text DEFAULT NULL::text, OUT added integer[], OUT removed integer[]',
+  'sync_role_memberships takes (role_id, group_ids[, managed_prefix]) and returns (added, removed)');
 select ok(
   not (select proretset from pg_catalog.pg_proc
-        where oid = 'public.sync_role_memberships(integer, integer[])'::regprocedure),
+        where oid = 'public.sync_role_memberships(integer, integer[], text)'::regprocedure),
   'sync_role_memberships returns exactly one row, not a set');
 select has_function('public', 'dedupe_role_memberships', array[]::text[], 'dedupe_role_memberships() exists');
 select function_returns('public', 'dedupe_role_memberships', array[]::text[], 'bigint',
@@ -23,17 +23,17 @@ select has_function('public', 'role_membership_guard', array[]::text[], 'the gua
 select function_returns('public', 'role_membership_guard', array[]::text[], 'trigger',
   'role_membership_guard is a trigger function');
 
-select volatility_is('public', 'sync_role_memberships', array['integer', 'integer[]'], 'volatile',
+select volatility_is('public', 'sync_role_memberships', array['integer', 'integer[]', 'text'], 'volatile',
   'sync_role_memberships is volatile: it writes, and needs a fresh snapshot per statement');
 select volatility_is('public', 'dedupe_role_memberships', array[]::text[], 'volatile', 'dedupe is volatile');
 select volatility_is('public', 'role_membership_guard', array[]::text[], 'volatile', 'the guard is volatile');
 
-select isnt_definer('public', 'sync_role_memberships', array['integer', 'integer[]'], 'sync runs as the caller');
+select isnt_definer('public', 'sync_role_memberships', array['integer', 'integer[]', 'text'], 'sync runs as the caller');
 select isnt_definer('public', 'dedupe_role_memberships', array[]::text[], 'dedupe runs as the caller');
 select isnt_definer('public', 'role_membership_guard', array[]::text[], 'the guard runs as the caller');
 
 select is(
-  (select proconfig from pg_catalog.pg_proc where oid = 'public.sync_role_memberships(integer, integer[])'::regprocedure),
+  (select proconfig from pg_catalog.pg_proc where oid = 'public.sync_role_memberships(integer, integer[], text)'::regprocedure),
   array['search_path=pg_catalog, pg_temp'], 'sync pins search_path');
 select is(
   (select proconfig from pg_catalog.pg_proc where oid = 'public.dedupe_role_memberships()'::regprocedure),
@@ -41,6 +41,22 @@ select is(
 select is(
   (select proconfig from pg_catalog.pg_proc where oid = 'public.role_membership_guard()'::regprocedure),
   array['search_path=pg_catalog, pg_temp'], 'the guard pins search_path');
+
+select has_function('public', 'sync_role_memberships_by_foreign_id', array['text', 'text[]', 'text'],
+  'sync_role_memberships_by_foreign_id(text, text[], text) exists');
+select is(
+  pg_catalog.pg_get_function_arguments('public.sync_role_memberships_by_foreign_id(text, text[], text)'::regprocedure),
+  'member_foreign_id text, group_foreign_ids text[], managed_prefix text DEFAULT ''group:''::text, OUT added integer[], OUT removed integer[], OUT created integer[], OUT skipped integer[]',
+  'by_foreign_id takes (member, groups[, prefix = ''group:'']) and returns (added, removed, created, skipped)');
+select volatility_is('public', 'sync_role_memberships_by_foreign_id', array['text', 'text[]', 'text'], 'volatile',
+  'by_foreign_id is volatile: it writes');
+select isnt_definer('public', 'sync_role_memberships_by_foreign_id', array['text', 'text[]', 'text'],
+  'by_foreign_id runs as the caller');
+select is(
+  (select proconfig from pg_catalog.pg_proc where oid = 'public.sync_role_memberships_by_foreign_id(text, text[], text)'::regprocedure),
+  array['search_path=pg_catalog, pg_temp'], 'by_foreign_id pins search_path');
+select function_privs_are('public', 'sync_role_memberships_by_foreign_id', array['text', 'text[]', 'text'], 'rolesync_app',
+  array['EXECUTE'], 'the application role may sync by foreign id');
 
 -- No dynamic SQL anywhere: no EXECUTE statement in any function body.
 select is_empty(
@@ -55,14 +71,16 @@ select is_empty(
      where p.pronamespace = 'public'::regnamespace and a.grantee = 0$$,
   'PUBLIC may execute none of the functions');
 create role rolesync_test_nobody;
-select function_privs_are('public', 'sync_role_memberships', array['integer', 'integer[]'], 'rolesync_test_nobody',
+select function_privs_are('public', 'sync_role_memberships', array['integer', 'integer[]', 'text'], 'rolesync_test_nobody',
   array[]::text[], 'a role without grants cannot sync');
-select function_privs_are('public', 'sync_role_memberships', array['integer', 'integer[]'], 'rolesync_app',
+select function_privs_are('public', 'sync_role_memberships', array['integer', 'integer[]', 'text'], 'rolesync_app',
   array['EXECUTE'], 'the application role may sync');
 select function_privs_are('public', 'dedupe_role_memberships', array[]::text[], 'rolesync_app',
   array[]::text[], 'the application role may not dedupe');
-select table_privs_are('public', 'role', 'rolesync_app', array['SELECT'],
-  'the application role reads role');
+select table_privs_are('public', 'role', 'rolesync_app', array['INSERT', 'SELECT'],
+  'the application role reads role, and inserts new groups (by foreign id)');
+select sequence_privs_are('public', 'role_id_seq', 'rolesync_app', array['USAGE'],
+  'the application role may draw ids for new groups');
 select table_privs_are('public', 'role_membership', 'rolesync_app', array['DELETE', 'INSERT', 'SELECT'],
   'the application role reads, inserts and deletes memberships: what sync needs as invoker');
 select table_privs_are('public', 'role_membership_version', 'rolesync_app', array['INSERT', 'SELECT', 'UPDATE'],
@@ -100,7 +118,7 @@ select is((select sqlstate from app_outcome where step = 'dedupe'), '42501',
 
 select function_privs_are('public', 'role_membership_check', array[]::text[], 'rolesync_app',
   array[]::text[], 'the application role may not run the operator check');
-select function_lang_is('public', 'sync_role_memberships', array['integer', 'integer[]'], 'plpgsql',
+select function_lang_is('public', 'sync_role_memberships', array['integer', 'integer[]', 'text'], 'plpgsql',
   'sync is PL/pgSQL: separate statements, so the read after the lock gets a fresh snapshot');
 
 select * from finish();
