@@ -34,7 +34,7 @@ export class RolesyncError extends Error {
 }
 /** 22004: role_id or group_ids is NULL, or group_ids holds a NULL. */
 export class NullArgumentError extends RolesyncError {}
-/** 22023: group_ids is not a one-dimensional array. */
+/** 22023 / 22001: a malformed list, an empty or over-long name. */
 export class InvalidArgumentError extends RolesyncError {}
 /** RS001: the member does not exist or is soft-deleted. */
 export class UnknownMemberError extends RolesyncError {}
@@ -44,16 +44,20 @@ export class UnknownGroupError extends RolesyncError {}
 export class NotAGroupError extends RolesyncError {}
 /** RS004: the member is in its own list. */
 export class SelfMembershipError extends RolesyncError {}
+/** RS005: a group outside the managed prefix. */
+export class UnmanagedGroupError extends RolesyncError {}
 /** 40001 / 40P01: a concurrent transaction won; retry the whole transaction. */
 export class SerializationError extends RolesyncError {}
 
 const ERRORS: Record<string, new (m: string, c: string, o?: { hint?: string; detail?: string; cause?: unknown }) => RolesyncError> = {
   "22004": NullArgumentError,
   "22023": InvalidArgumentError,
+  "22001": InvalidArgumentError,
   RS001: UnknownMemberError,
   RS002: UnknownGroupError,
   RS003: NotAGroupError,
   RS004: SelfMembershipError,
+  RS005: UnmanagedGroupError,
   "40001": SerializationError,
   "40P01": SerializationError,
 };
@@ -68,18 +72,50 @@ export function toRolesyncError(e: unknown): unknown {
 /**
  * Makes member `roleId`'s groups exactly the distinct `groupIds`, atomically
  * and race-free, and returns what changed. Works with a pg Client or Pool.
+ * With `managedPrefix`, only groups whose foreign_id starts with it are
+ * touched; the default (null) manages every group.
  */
 export async function syncRoleMemberships(
   client: Queryable,
   roleId: number,
   groupIds: readonly number[],
+  managedPrefix: string | null = null,
 ): Promise<SyncResult> {
   try {
     const { rows } = await client.query<SyncResult>(
-      "select added, removed from public.sync_role_memberships($1::integer, $2::integer[])",
-      [roleId, groupIds],
+      "select added, removed from public.sync_role_memberships($1::integer, $2::integer[], $3::text)",
+      [roleId, groupIds, managedPrefix],
     );
     return { added: rows[0].added, removed: rows[0].removed };
+  } catch (e) {
+    throw toRolesyncError(e);
+  }
+}
+
+export interface SyncByForeignIdResult extends SyncResult {
+  /** Ids of the groups this call created, sorted. */
+  created: number[];
+  /** Ids of soft-deleted groups the list named: not resurrected, not joined. */
+  skipped: number[];
+}
+
+/**
+ * Aleph's OAuth group sync in one call: resolves the member by foreign_id,
+ * creates missing groups race-free, and syncs the member's groups under
+ * `managedPrefix` (default "group:") to exactly those named.
+ */
+export async function syncRoleMembershipsByForeignId(
+  client: Queryable,
+  memberForeignId: string,
+  groupForeignIds: readonly string[],
+  managedPrefix = "group:",
+): Promise<SyncByForeignIdResult> {
+  try {
+    const { rows } = await client.query<SyncByForeignIdResult>(
+      "select added, removed, created, skipped from public.sync_role_memberships_by_foreign_id($1::text, $2::text[], $3::text)",
+      [memberForeignId, groupForeignIds, managedPrefix],
+    );
+    return rows[0];
   } catch (e) {
     throw toRolesyncError(e);
   }

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import pg from "pg";
 import {
   syncRoleMemberships,
+  syncRoleMembershipsByForeignId,
   withRetry,
   toRolesyncError,
   RolesyncError,
@@ -15,6 +16,7 @@ import {
   UnknownGroupError,
   NotAGroupError,
   SelfMembershipError,
+  UnmanagedGroupError,
   SerializationError,
   type SyncResult,
 } from "rolesync";
@@ -46,6 +48,26 @@ test("syncRoleMemberships works with a Client and with a Pool, and returns typed
   expect(await syncRoleMemberships(pool, users[0], [])).toEqual({ added: [], removed: [groups[2]] });
 });
 
+test("syncRoleMembershipsByForeignId creates groups, syncs the managed ones, and reports what it did", async () => {
+  const { rows } = await client.query<{ foreign_id: string }>("select foreign_id from role where id = $1", [users[2]]);
+  const member = rows[0].foreign_id;
+  const first = await syncRoleMembershipsByForeignId(pool, member, ["group:client-a", "group:client-b"]);
+  expect(first.created.length).toBe(2);
+  expect(first.added).toEqual(first.created);
+  expect(first).toMatchObject({ removed: [], skipped: [] });
+  expect(await syncRoleMembershipsByForeignId(client, member, ["group:client-b"])).toEqual({
+    added: [],
+    removed: [first.created[0]],
+    created: [],
+    skipped: [],
+  });
+});
+
+test("syncRoleMemberships takes the managed prefix too", async () => {
+  const err = await syncRoleMemberships(client, users[2], [groups[0]], "group:").catch((e: unknown) => e);
+  expect(err).toBeInstanceOf(UnmanagedGroupError); // test groups are not named group:...
+});
+
 describe("errors are mapped from their SQLSTATE to a typed class", () => {
   const cases: [string, () => Promise<unknown>, new (...a: never[]) => RolesyncError, string][] = [
     ["a NULL element", () => syncRoleMemberships(client, users[0], [groups[0], null as unknown as number]), NullArgumentError, "22004"],
@@ -54,6 +76,9 @@ describe("errors are mapped from their SQLSTATE to a typed class", () => {
     ["an unknown group", () => syncRoleMemberships(client, users[0], [987654]), UnknownGroupError, "RS002"],
     ["a user as a group", () => syncRoleMemberships(client, users[0], [users[1]]), NotAGroupError, "RS003"],
     ["the member in its own list", () => syncRoleMemberships(client, users[0], [users[0]]), SelfMembershipError, "RS004"],
+    ["a name outside the prefix", () => syncRoleMembershipsByForeignId(client, "x", ["admins"]), UnmanagedGroupError, "RS005"],
+    ["an over-long name", () => syncRoleMembershipsByForeignId(client, "x", ["group:" + "x".repeat(2100)]), InvalidArgumentError, "22001"],
+    ["an empty name", () => syncRoleMembershipsByForeignId(client, "x", ["group:"]), InvalidArgumentError, "22023"],
   ];
   test.each(cases)("%s", async (_name, call, Cls, code) => {
     const err = (await call().catch((e: unknown) => e)) as RolesyncError;
