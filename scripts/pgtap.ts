@@ -113,7 +113,7 @@ export function pgProve(
   };
 }
 
-function pgEnv(url: string): NodeJS.ProcessEnv {
+export function pgEnv(url: string): NodeJS.ProcessEnv {
   const u = new URL(url);
   return {
     PGHOST: u.hostname,

@@ -1,5 +1,5 @@
 --! Previous: -
---! Hash: sha1:bea3fe80cc93d1ff28264a88a2d078566d6c147c
+--! Hash: sha1:2b394cc176da08fa0bc82d00bafc3f80d28ff633
 --! Message: schema
 
 /*
@@ -285,10 +285,14 @@ language plpgsql
 volatile
 security invoker
 set search_path = pg_catalog, pg_temp
+-- Plan each statement once per session: a custom plan per call would cost
+-- more than the no-op itself.
+set plan_cache_mode = force_generic_plan
 as $$
 declare
+  v_valid integer[];
+  v_current integer[];
   v_member_exists boolean;
-  v_member_deleted_at timestamp;
   v_unknown integer[];
   v_not_groups text;
   v_unmanaged text;
@@ -329,74 +333,78 @@ begin
     on conflict (member_id) do update set version = v.version where false;
   end if;
 
-  -- One statement, one fresh snapshot: the checks and the diff.
-  with target as (
-    select distinct g.id from unnest(group_ids) as g(id)
-  ), current_groups as (
-    select distinct m.group_id as id
-      from public.role_membership m
-     where m.member_id = sync_role_memberships.role_id
-       and (managed_prefix is null
-            or exists (select from public.role r
-                        where r.id = m.group_id and starts_with(r.foreign_id, managed_prefix)))
-  )
-  select exists (select from public.role r where r.id = sync_role_memberships.role_id),
-         (select r.deleted_at from public.role r where r.id = sync_role_memberships.role_id),
-         array(select t.id from target t
-                 left join public.role r on r.id = t.id
-                where r.id is null or r.deleted_at is not null
-                order by t.id),
-         (select string_agg(format('%s (%s)', t.id, r.type), ', ' order by t.id)
-            from target t join public.role r on r.id = t.id
-           where r.deleted_at is null and r.type <> 'group'),
-         (select string_agg(format('%s (%s)', t.id, r.foreign_id), ', ' order by t.id)
-            from target t join public.role r on r.id = t.id
-           where managed_prefix is not null and not starts_with(r.foreign_id, managed_prefix)),
-         array(select t.id from target t
-                where not exists (select from current_groups c where c.id = t.id)
-                order by t.id),
-         array(select c.id from current_groups c
-                where not exists (select from target t where t.id = c.id)
-                order by c.id)
-    into v_member_exists, v_member_deleted_at, v_unknown, v_not_groups, v_unmanaged,
-         added, removed;
+  -- One statement, one fresh snapshot, two index lookups: all that a login
+  -- which changes nothing needs. v_valid: the listed ids that are live groups
+  -- under the prefix, plus the member if it is live. v_current: the member's
+  -- groups under the prefix. Sets are compared by containment, so order and
+  -- repeats in group_ids do not matter.
+  select array(select r.id from public.role r
+                where r.id = any (group_ids || sync_role_memberships.role_id)
+                  and r.deleted_at is null
+                  and (r.id = sync_role_memberships.role_id
+                       or (r.type = 'group'
+                           and (managed_prefix is null or starts_with(r.foreign_id, managed_prefix))))),
+         array(select m.group_id from public.role_membership m
+                where m.member_id = sync_role_memberships.role_id
+                  and (managed_prefix is null
+                       or exists (select from public.role r
+                                   where r.id = m.group_id and starts_with(r.foreign_id, managed_prefix))))
+    into v_valid, v_current;
 
-  if not v_member_exists or v_member_deleted_at is not null then
-    raise exception using errcode = 'RS001',
-      message = format('member role %s %s', sync_role_memberships.role_id,
-                       case when v_member_exists then 'is soft-deleted' else 'does not exist' end),
-      hint = 'Sync memberships only for roles that exist and have no deleted_at.';
-  end if;
-  if cardinality(v_unknown) > 0 then
-    raise exception using errcode = 'RS002',
-      message = format('unknown or soft-deleted groups: %s', array_to_string(v_unknown, ', ')),
-      hint = 'Create the group roles first, or leave these ids out.';
-  end if;
-  if v_not_groups is not null then
-    raise exception using errcode = 'RS003',
-      message = format('roles are not groups: %s', v_not_groups),
-      hint = 'group_ids may only name roles of type ''group''.';
-  end if;
-  if v_unmanaged is not null then
+  if not (sync_role_memberships.role_id = any (v_valid) and v_valid @> group_ids) then
+    -- Something is wrong: find what, in the documented order, and say it.
+    with t as (select distinct g.id from unnest(group_ids) as g(id))
+    select exists (select from public.role r where r.id = sync_role_memberships.role_id),
+           array(select t.id from t left join public.role r on r.id = t.id
+                  where r.id is null or r.deleted_at is not null
+                  order by t.id),
+           (select string_agg(format('%s (%s)', t.id, r.type), ', ' order by t.id)
+              from t join public.role r on r.id = t.id
+             where r.deleted_at is null and r.type <> 'group'),
+           (select string_agg(format('%s (%s)', t.id, r.foreign_id), ', ' order by t.id)
+              from t join public.role r on r.id = t.id
+             where r.deleted_at is null and r.type = 'group'
+               and managed_prefix is not null and not starts_with(r.foreign_id, managed_prefix))
+      into v_member_exists, v_unknown, v_not_groups, v_unmanaged;
+    if not sync_role_memberships.role_id = any (v_valid) then
+      raise exception using errcode = 'RS001',
+        message = format('member role %s %s', sync_role_memberships.role_id,
+                         case when v_member_exists then 'is soft-deleted' else 'does not exist' end),
+        hint = 'Sync memberships only for roles that exist and have no deleted_at.';
+    end if;
+    if cardinality(v_unknown) > 0 then
+      raise exception using errcode = 'RS002',
+        message = format('unknown or soft-deleted groups: %s', array_to_string(v_unknown, ', ')),
+        hint = 'Create the group roles first, or leave these ids out.';
+    end if;
+    if v_not_groups is not null then
+      raise exception using errcode = 'RS003',
+        message = format('roles are not groups: %s', v_not_groups),
+        hint = 'group_ids may only name roles of type ''group''.';
+    end if;
     raise exception using errcode = 'RS005',
       message = format('groups outside the managed prefix %L: %s', managed_prefix, v_unmanaged),
       hint = 'Only groups whose foreign_id starts with managed_prefix can be synced with it; pass NULL to manage every group.';
   end if;
 
-  if cardinality(added) = 0 and cardinality(removed) = 0 then
+  if v_current @> group_ids and group_ids @> v_current then
+    added := '{}';
+    removed := '{}';
     return; -- nothing to change, so nothing is written
   end if;
 
   with deleted as (
     delete from public.role_membership m
      where m.member_id = sync_role_memberships.role_id
-       and m.group_id = any (removed)
+       and m.group_id = any (v_current)
+       and m.group_id <> all (group_ids)
     returning m.group_id
   ), inserted as (
     -- The guard trigger puts every writer on the member lock, so the row cannot
-    -- have appeared since the diff; if the trigger is disabled, skip it anyway.
+    -- have appeared since the read; if the trigger is disabled, skip it anyway.
     insert into public.role_membership (group_id, member_id)
-    select a.id, sync_role_memberships.role_id from unnest(added) as a(id)
+    select distinct t.id, sync_role_memberships.role_id from unnest(group_ids) as t(id)
+     where t.id <> all (v_current)
     on conflict do nothing
     returning group_id
   ), bumped as (

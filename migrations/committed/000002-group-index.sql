@@ -1,5 +1,5 @@
---! Previous: sha1:bea3fe80cc93d1ff28264a88a2d078566d6c147c
---! Hash: sha1:95c68f9f2ee5f019b3d9135055599bfc49a6974f
+--! Previous: sha1:2b394cc176da08fa0bc82d00bafc3f80d28ff633
+--! Hash: sha1:5ccdab5d7a3c327dc5099ab3db75a3840b714e63
 --! Message: group index
 
 --! no-transaction

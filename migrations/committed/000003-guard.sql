@@ -1,5 +1,5 @@
---! Previous: sha1:95c68f9f2ee5f019b3d9135055599bfc49a6974f
---! Hash: sha1:dd6b06068750e88575dddd31c6b0ca71cd21e660
+--! Previous: sha1:5ccdab5d7a3c327dc5099ab3db75a3840b714e63
+--! Hash: sha1:18c6e51ac0e4fcb975d0939eb191463961437590
 --! Message: guard
 
 /*

@@ -1,5 +1,5 @@
---! Previous: sha1:dd6b06068750e88575dddd31c6b0ca71cd21e660
---! Hash: sha1:4c2d905bfba29890cd58a8df574c80ecc46fcd9f
+--! Previous: sha1:18c6e51ac0e4fcb975d0939eb191463961437590
+--! Hash: sha1:6ab1ab0f1d015d9d9f5b15e872fe3add6adb4dee
 --! Message: vacuum
 
 --! no-transaction

@@ -1,5 +1,5 @@
---! Previous: sha1:4c2d905bfba29890cd58a8df574c80ecc46fcd9f
---! Hash: sha1:53aa79737da2608775eb4eaa6dce2abe6d3475dd
+--! Previous: sha1:6ab1ab0f1d015d9d9f5b15e872fe3add6adb4dee
+--! Hash: sha1:adda91d49cf4ead1bfb7ae3b5db32f6253bce49e
 --! Message: dedupe
 
 /*

@@ -1,5 +1,5 @@
---! Previous: sha1:53aa79737da2608775eb4eaa6dce2abe6d3475dd
---! Hash: sha1:68ff8bc3888d7b0f27d9aedb8ed1b590eb07546e
+--! Previous: sha1:adda91d49cf4ead1bfb7ae3b5db32f6253bce49e
+--! Hash: sha1:7549fad45ef3945549e7cd881388d8e829aad704
 --! Message: primary key index
 
 --! no-transaction

@@ -1,5 +1,5 @@
---! Previous: sha1:68ff8bc3888d7b0f27d9aedb8ed1b590eb07546e
---! Hash: sha1:a9e1ded02c2af182b03da3bae709d18537476657
+--! Previous: sha1:7549fad45ef3945549e7cd881388d8e829aad704
+--! Hash: sha1:3ddeabeed2ef727e3fc82f18afd94fc5a4b8da91
 --! Message: primary key
 
 /*

@@ -1,5 +1,5 @@
---! Previous: sha1:a9e1ded02c2af182b03da3bae709d18537476657
---! Hash: sha1:842ae4ed4b139ec9aaf4f6c8902a0d7f903420c5
+--! Previous: sha1:3ddeabeed2ef727e3fc82f18afd94fc5a4b8da91
+--! Hash: sha1:c3cbfca8ea7a9a9e0d6db7bcc14ed616fd47d67f
 --! Message: sync by foreign id
 
 /*
@@ -43,6 +43,7 @@ language plpgsql
 volatile
 security invoker
 set search_path = pg_catalog, pg_temp
+set plan_cache_mode = force_generic_plan -- see sync_role_memberships
 as $$
 declare
   v_names text[];

@@ -34,7 +34,8 @@ select isnt_definer('public', 'role_membership_guard', array[]::text[], 'the gua
 
 select is(
   (select proconfig from pg_catalog.pg_proc where oid = 'public.sync_role_memberships(integer, integer[], text)'::regprocedure),
-  array['search_path=pg_catalog, pg_temp'], 'sync pins search_path');
+  array['search_path=pg_catalog, pg_temp', 'plan_cache_mode=force_generic_plan'],
+  'sync pins search_path, and plans its statements once per session (generic plans)');
 select is(
   (select proconfig from pg_catalog.pg_proc where oid = 'public.dedupe_role_memberships()'::regprocedure),
   array['search_path=pg_catalog, pg_temp'], 'dedupe pins search_path');
@@ -54,7 +55,7 @@ select isnt_definer('public', 'sync_role_memberships_by_foreign_id', array['text
   'by_foreign_id runs as the caller');
 select is(
   (select proconfig from pg_catalog.pg_proc where oid = 'public.sync_role_memberships_by_foreign_id(text, text[], text)'::regprocedure),
-  array['search_path=pg_catalog, pg_temp'], 'by_foreign_id pins search_path');
+  array['search_path=pg_catalog, pg_temp', 'plan_cache_mode=force_generic_plan'], 'by_foreign_id pins search_path, generic plans');
 select function_privs_are('public', 'sync_role_memberships_by_foreign_id', array['text', 'text[]', 'text'], 'rolesync_app',
   array['EXECUTE'], 'the application role may sync by foreign id');
 

@@ -1,0 +1,41 @@
+/*
+ * `npm run bench` at toy size, so that it cannot rot: every case runs, the
+ * report and the chart are written (to a temp dir, not docs/).
+ */
+import { expect, test } from "vitest";
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { packageRoot } from "../src/migrate.ts";
+import { testServer } from "./helpers.ts";
+
+test("the bench runs every case at toy size and writes its report and chart", async () => {
+  const out = mkdtempSync(path.join(os.tmpdir(), "rolesync-bench-test-"));
+  try {
+    const run = await new Promise<{ code: number; log: string }>((resolve, reject) => {
+      const child = spawn(process.execPath, ["--import", "tsx", path.join(packageRoot, "scripts", "bench.ts"), "--toy", "--out", out], {
+        env: { ...process.env, DATABASE_URL: testServer().adminUrl },
+      });
+      let log = "";
+      child.stdout.on("data", (d) => (log += d));
+      child.stderr.on("data", (d) => (log += d));
+      child.on("error", reject);
+      child.on("close", (code) => resolve({ code: code ?? -1, log }));
+    });
+    expect(run.code, run.log).toBe(0);
+    const md = readFileSync(path.join(out, "benchmarks.md"), "utf8");
+    for (const heading of ["## Targets", "## 1. No-op login", "## 2. Changed login", "## 3. Contention", "## 4. Bloat", "## 5. Migration", "## The machine and the commands"]) {
+      expect(md).toContain(heading);
+    }
+    expect(md).toContain("at toy size");
+    expect(md).toMatch(/pgbench -n -M prepared/);
+    // The no-op sync writes nothing, even at toy size.
+    expect(md).toMatch(/No-op sync writes zero rows per call \| 0\.000 \/ 0\.000 \| met/);
+    const svg = readFileSync(path.join(out, "benchmarks.svg"), "utf8");
+    expect(svg).toMatch(/^<svg /);
+    expect(svg).toContain("sync_role_memberships");
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+});
