@@ -1,5 +1,5 @@
---! Previous: sha1:2b394cc176da08fa0bc82d00bafc3f80d28ff633
---! Hash: sha1:5ccdab5d7a3c327dc5099ab3db75a3840b714e63
+--! Previous: sha1:717e76975d9ec75be858f9e2f3cf99c369bbd621
+--! Hash: sha1:c43bb22fb421787ced09bc7d8e7954f8dd881237
 --! Message: group index
 
 --! no-transaction

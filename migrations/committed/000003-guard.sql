@@ -1,9 +1,9 @@
---! Previous: sha1:5ccdab5d7a3c327dc5099ab3db75a3840b714e63
---! Hash: sha1:18c6e51ac0e4fcb975d0939eb191463961437590
+--! Previous: sha1:c43bb22fb421787ced09bc7d8e7954f8dd881237
+--! Hash: sha1:f4e604337f53fa88f1085205c121410fd49bf5eb
 --! Message: guard
 
 /*
- * From here on every writer of role_membership goes through the guard
+ * From here on every insert into role_membership goes through the guard
  * trigger (see role_membership_guard in 000001): no new duplicate can be
  * written, so none can slip in between the dedupe and the unique index, and
  * Aleph's unpatched delete-then-insert path stays error-free after the key.
@@ -20,7 +20,7 @@ begin
        and t.tgname = 'role_membership_guard')
   then
     create trigger role_membership_guard
-      before insert or update of group_id, member_id or delete on public.role_membership
+      before insert or update of group_id, member_id on public.role_membership
       for each row execute function public.role_membership_guard();
   end if;
 end

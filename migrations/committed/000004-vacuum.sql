@@ -1,5 +1,5 @@
---! Previous: sha1:18c6e51ac0e4fcb975d0939eb191463961437590
---! Hash: sha1:6ab1ab0f1d015d9d9f5b15e872fe3add6adb4dee
+--! Previous: sha1:f4e604337f53fa88f1085205c121410fd49bf5eb
+--! Hash: sha1:85165da6d6f09b5554405f30db278794b3c3ac7b
 --! Message: vacuum
 
 --! no-transaction

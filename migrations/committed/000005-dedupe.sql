@@ -1,5 +1,5 @@
---! Previous: sha1:6ab1ab0f1d015d9d9f5b15e872fe3add6adb4dee
---! Hash: sha1:adda91d49cf4ead1bfb7ae3b5db32f6253bce49e
+--! Previous: sha1:85165da6d6f09b5554405f30db278794b3c3ac7b
+--! Hash: sha1:5e7d8404a027c1bee55a546374f4d7b73f19267d
 --! Message: dedupe
 
 /*

@@ -1,5 +1,5 @@
---! Previous: sha1:adda91d49cf4ead1bfb7ae3b5db32f6253bce49e
---! Hash: sha1:7549fad45ef3945549e7cd881388d8e829aad704
+--! Previous: sha1:5e7d8404a027c1bee55a546374f4d7b73f19267d
+--! Hash: sha1:d076ac347e81b8bd07841a13f69dee9892e74f96
 --! Message: primary key index
 
 --! no-transaction

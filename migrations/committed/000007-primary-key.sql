@@ -1,5 +1,5 @@
---! Previous: sha1:7549fad45ef3945549e7cd881388d8e829aad704
---! Hash: sha1:3ddeabeed2ef727e3fc82f18afd94fc5a4b8da91
+--! Previous: sha1:d076ac347e81b8bd07841a13f69dee9892e74f96
+--! Hash: sha1:2d0bc14d42bbb1f643859cffc4310db34c1f399f
 --! Message: primary key
 
 /*

@@ -1,5 +1,5 @@
---! Previous: sha1:3ddeabeed2ef727e3fc82f18afd94fc5a4b8da91
---! Hash: sha1:c3cbfca8ea7a9a9e0d6db7bcc14ed616fd47d67f
+--! Previous: sha1:2d0bc14d42bbb1f643859cffc4310db34c1f399f
+--! Hash: sha1:44d885afff2e3c6b95c44eeabe06accbc89c2c52
 --! Message: sync by foreign id
 
 /*

@@ -40,8 +40,8 @@ select has_trigger('public', 'role_membership', 'role_membership_guard', 'the gu
 select is(
   (select pg_catalog.pg_get_triggerdef(oid) from pg_catalog.pg_trigger
     where tgrelid = 'public.role_membership'::regclass and tgname = 'role_membership_guard'),
-  'CREATE TRIGGER role_membership_guard BEFORE INSERT OR DELETE OR UPDATE OF group_id, member_id ON public.role_membership FOR EACH ROW EXECUTE FUNCTION role_membership_guard()',
-  'the guard fires before each inserted, deleted or re-keyed row');
+  'CREATE TRIGGER role_membership_guard BEFORE INSERT OR UPDATE OF group_id, member_id ON public.role_membership FOR EACH ROW EXECUTE FUNCTION role_membership_guard()',
+  'the guard fires before each inserted or re-keyed row, not on deletes');
 select is_empty(
   $$select conname from pg_catalog.pg_constraint
      where conrelid = 'public.role_membership'::regclass and contype = 'c'$$,
