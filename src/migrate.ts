@@ -16,6 +16,7 @@ import JSON5 from "json5";
 import pg from "pg";
 import { migrate, Logger } from "graphile-migrate";
 import { watchProgress, withApplicationName } from "./progress.ts";
+import { withClient } from "./pg.ts";
 // Not in graphile-migrate's public API (the version is pinned): its pools
 // otherwise linger for 200 ms, and if the database is dropped meanwhile the
 // idle connection's error makes graphile-migrate call process.exit(1).
@@ -88,15 +89,7 @@ export async function runMigrations(opts: MigrateOptions): Promise<MigrateResult
   const emit = opts.onEvent ?? (() => {});
   const url = withApplicationName(opts.databaseUrl, APPLICATION_NAME);
   const started = Date.now();
-  const appRole = await (async () => {
-    const c = new pg.Client({ connectionString: url });
-    await c.connect();
-    try {
-      return await resolveAppRole(c, opts.appRole);
-    } finally {
-      await c.end();
-    }
-  })();
+  const appRole = await withClient(url, (c) => resolveAppRole(c, opts.appRole));
   emit({ type: "start", appRole });
 
   const executed: string[] = [];

@@ -3,27 +3,19 @@
  * report and the chart are written (to a temp dir, not docs/).
  */
 import { expect, test } from "vitest";
-import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { packageRoot } from "../src/migrate.ts";
-import { testServer } from "./helpers.ts";
+import { runNode, testServer } from "./helpers.ts";
 
 test("the bench runs every case at toy size and writes its report and chart", async () => {
   const out = mkdtempSync(path.join(os.tmpdir(), "rolesync-bench-test-"));
   try {
-    const run = await new Promise<{ code: number; log: string }>((resolve, reject) => {
-      const child = spawn(process.execPath, ["--import", "tsx", path.join(packageRoot, "scripts", "bench.ts"), "--toy", "--out", out], {
-        env: { ...process.env, DATABASE_URL: testServer().adminUrl },
-      });
-      let log = "";
-      child.stdout.on("data", (d) => (log += d));
-      child.stderr.on("data", (d) => (log += d));
-      child.on("error", reject);
-      child.on("close", (code) => resolve({ code: code ?? -1, log }));
+    const run = await runNode(path.join(packageRoot, "scripts", "bench.ts"), ["--toy", "--out", out], {
+      DATABASE_URL: testServer().adminUrl,
     });
-    expect(run.code, run.log).toBe(0);
+    expect(run.code, run.output).toBe(0);
     const md = readFileSync(path.join(out, "benchmarks.md"), "utf8");
     for (const heading of ["## Targets", "## 1. No-op login", "## 2. Changed login", "## 3. Contention", "## 4. Bloat", "## 5. Migration", "## The machine and the commands"]) {
       expect(md).toContain(heading);

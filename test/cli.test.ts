@@ -3,12 +3,11 @@
  * every command, its --help, its exit codes and its --json output.
  */
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { spawn } from "node:child_process";
 import path from "node:path";
 import { packageRoot } from "../src/migrate.ts";
 import { APP_ROLE } from "../scripts/harness.ts";
 import { alephPre41Dirty, DIRTY_ROWS } from "./fixtures.ts";
-import { createTestDatabase, withPgClient, type TestDatabase } from "./helpers.ts";
+import { createTestDatabase, runNode, withPgClient, type TestDatabase } from "./helpers.ts";
 
 interface Run {
   code: number;
@@ -17,17 +16,7 @@ interface Run {
 }
 
 function rolesync(args: string[], env: Record<string, string | undefined> = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(packageRoot, "dist", "bin.js"), ...args], {
-      env: { ...process.env, DATABASE_URL: undefined, ROLESYNC_APP_ROLE: APP_ROLE, ...env },
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
+  return runNode(path.join(packageRoot, "dist", "bin.js"), args, { DATABASE_URL: undefined, ROLESYNC_APP_ROLE: APP_ROLE, ...env });
 }
 
 const json = (run: Run) => JSON.parse(run.stdout.trim().split("\n").pop()!);

@@ -4,23 +4,17 @@
  * with a clean report, and leave no database behind.
  */
 import { expect, test } from "vitest";
-import { spawn } from "node:child_process";
 import path from "node:path";
 import { packageRoot } from "../src/migrate.ts";
-import { testServer, withPgClient } from "./helpers.ts";
+import { runNode, testServer, withPgClient } from "./helpers.ts";
 
 test("the demo reproduces the bug, migrates, survives the storm, and cleans up", async () => {
   const server = testServer();
-  const run = await new Promise<{ code: number; out: string }>((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", path.join(packageRoot, "scripts", "demo.ts")], {
-      env: { ...process.env, DATABASE_URL: server.adminUrl, DEMO_LOGINS: "200" },
-    });
-    let out = "";
-    child.stdout.on("data", (d) => (out += d));
-    child.stderr.on("data", (d) => (out += d));
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code: code ?? -1, out }));
+  const { code, output } = await runNode(path.join(packageRoot, "scripts", "demo.ts"), [], {
+    DATABASE_URL: server.adminUrl,
+    DEMO_LOGINS: "200",
   });
+  const run = { code, out: output };
   expect(run.code, run.out).toBe(0);
   expect(run.out).toMatch(/group \d+, member \d+: 2 copies/);
   expect(run.out).toMatch(/StaleDataError: DELETE statement on table 'role_membership' expected to delete 1 row\(s\); Only 2 were matched\./);

@@ -3,6 +3,7 @@
  * Each test file works in its own database, cloned from the migrated template.
  */
 import { inject } from "vitest";
+import { spawn } from "node:child_process";
 import pg from "pg";
 import { createDatabase, dropDatabase, externalServer, uniqueName, type Server } from "../scripts/db.ts";
 
@@ -30,13 +31,26 @@ export async function connect(url: string): Promise<pg.Client> {
   return client;
 }
 
-export async function withPgClient<T>(url: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = await connect(url);
-  try {
-    return await fn(client);
-  } finally {
-    await client.end();
-  }
+export { withClient as withPgClient } from "../src/pg.ts";
+
+/** Runs a Node script (with tsx, for .ts) as a subprocess, as a user would; collects its output. */
+export function runNode(
+  script: string,
+  args: string[],
+  env: Record<string, string | undefined>,
+): Promise<{ code: number; stdout: string; stderr: string; output: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [...(script.endsWith(".ts") ? ["--import", "tsx"] : []), script, ...args], {
+      env: { ...process.env, ...env },
+    });
+    let stdout = "";
+    let stderr = "";
+    let output = "";
+    child.stdout.on("data", (d) => ((stdout += d), (output += d)));
+    child.stderr.on("data", (d) => ((stderr += d), (output += d)));
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr, output }));
+  });
 }
 
 export type Isolation = "read committed" | "repeatable read" | "serializable";
