@@ -124,6 +124,24 @@ describe("READ COMMITTED (the default)", () => {
     expect(await groupsOf(observer, m)).toEqual([g[1]]);
   });
 
+  test("the guard's documented edge: a legacy login that only deletes can remove a row another legacy login kept", async () => {
+    const [m] = users;
+    await sync(observer, m, [g[0]]);
+    // Login A (token [g0]) is past its delete: say g0's row was committed after A's DELETE began,
+    // so A did not delete it.
+    await a.query("begin");
+    // Login B (an empty token) deletes g0's row and has not committed.
+    await b.query("begin");
+    await b.query("delete from public.role_membership where member_id = $1", [m]);
+    // A's insert of g0 sees the row still there (B has not committed) and is skipped ...
+    await a.query("insert into public.role_membership (group_id, member_id) values ($1, $2)", [g[0], m]);
+    // ... B commits first, A last: A's g0 is gone. A sync, or any login with groups, puts it back.
+    await b.query("commit");
+    await a.query("commit");
+    expect(await groupsOf(observer, m)).toEqual([]);
+    expect(await sync(observer, m, [g[0]])).toEqual({ added: [g[0]], removed: [] });
+  });
+
   test("two legacy logins of one user (delete all, then insert) never deadlock: rows first, member lock second", async () => {
     const [m] = users;
     await sync(observer, m, [g[0], g[1]]);
