@@ -377,6 +377,10 @@ function chart(noop: Compared[]): string {
 
 /* ------------------------------------------------------------------- main */
 
+if ((await $({ nothrow: true })`sh -c ${"command -v pgbench"}`).exitCode !== 0) {
+  console.error("[bench] pgbench is not installed.\nhint: on Debian it comes with the server package: apt-get install postgresql-15");
+  process.exit(2);
+}
 const started = Date.now();
 const server = await startServer({ durable: true, log });
 const base = uniqueName("rolesync_bench");

@@ -8,7 +8,6 @@
  * input of the writer that committed last.
  */
 import { afterAll, describe, expect, test } from "vitest";
-import type pg from "pg";
 import { runMigrations, type MigrateEvent } from "../src/migrate.ts";
 import { APP_ROLE } from "../scripts/harness.ts";
 import { alephPre41 } from "./fixtures.ts";
