@@ -17,7 +17,7 @@ import { mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import os from "node:os";
 import path from "node:path";
 import pg from "pg";
-import { createDatabase, dropDatabase, startServer, uniqueName, withClient, type Server } from "./db.ts";
+import { createDatabase, dropDatabase, startServerOrExit, uniqueName, withClient, type Server } from "./db.ts";
 import { pgEnv } from "./pgtap.ts";
 import { ALEPH_SCHEMA } from "../test/fixtures.ts";
 import { packageRoot, runMigrations } from "../src/migrate.ts";
@@ -382,7 +382,7 @@ if ((await $({ nothrow: true })`sh -c ${"command -v pgbench"}`).exitCode !== 0) 
   process.exit(2);
 }
 const started = Date.now();
-const server = await startServer({ durable: true, log });
+const server = await startServerOrExit({ durable: true, log, name: "[bench]" });
 const base = uniqueName("rolesync_bench");
 let exitCode = 0;
 try {

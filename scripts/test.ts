@@ -1,6 +1,7 @@
 /*
  * `npm test`: every test, against a real PostgreSQL.
- *   1. a server: DATABASE_URL's, or a throwaway embedded PostgreSQL 17;
+ *   1. a server: DATABASE_URL's, or a throwaway embedded PostgreSQL 17
+ *      (scripts/embedded.ts: any user, nothing left in the temp folder);
  *   2. a template database, migrated and with pgTAP installed;
  *   3. pg_prove over each test/sql/*.sql file, each in its own clone of the template;
  *   4. vitest over test/*.test.ts, each file cloning its own database (after
@@ -10,10 +11,11 @@
  * Arguments after `--` go to vitest, e.g. `npm test -- test/stress.test.ts`.
  */
 import { $ } from "zx";
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
+import { removeOnExit } from "./embedded.ts";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { dropDatabase, startServer, type Server } from "./db.ts";
+import { dropDatabase, startServerOrExit, type Server } from "./db.ts";
 import { cloneTemplate, prepareTemplate } from "./harness.ts";
 import { runPgProve } from "./pgtap.ts";
 import { packageRoot } from "../src/migrate.ts";
@@ -61,6 +63,7 @@ interface VitestReport {
 
 async function runVitest(env: NodeJS.ProcessEnv, args: string[]): Promise<{ files: number; tests: number }> {
   const dir = mkdtempSync(path.join(tmpdir(), "rolesync-vitest-"));
+  const release = removeOnExit(dir);
   const reportFile = path.join(dir, "report.json");
   try {
     const vitest = path.join(packageRoot, "node_modules", ".bin", "vitest");
@@ -76,14 +79,14 @@ async function runVitest(env: NodeJS.ProcessEnv, args: string[]): Promise<{ file
     }
     return { files: report.testResults.length, tests: report.numTotalTests };
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    release();
   }
 }
 
 // The CLI tests run the built `rolesync` binary, and the client tests import the package entry.
 await $({ cwd: packageRoot, stdio: "inherit" })`npm run -s build`;
 
-const server = await startServer({ log });
+const server = await startServerOrExit({ log, name: "[rolesync test]" });
 let template: string | undefined;
 const failures: string[] = [];
 try {

