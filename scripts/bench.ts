@@ -387,7 +387,7 @@ const base = uniqueName("rolesync_bench");
 let exitCode = 0;
 try {
   const url = await createDatabase(server, base);
-  await runMigrations({ databaseUrl: url });
+  await runMigrations({ databaseUrl: url, createAlephSchema: true });
   log(`loading ${SIZE.users.toLocaleString("en")} users, ${SIZE.groups} groups, ${GROUPS_PER_USER} groups per user`);
   await loadDataset(url, SIZE.users, SIZE.groups);
   const fresh = await withClient(url, async (c) => {

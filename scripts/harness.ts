@@ -31,7 +31,8 @@ export async function prepareTemplate(server: Server, log: (s: string) => void =
   try {
     await ensureAppRole(server);
     const started = Date.now();
-    await runMigrations({ databaseUrl: server.url(name), appRole: APP_ROLE });
+    // A standalone database: Aleph's tables come from the opt-in, as Aleph 4.1.6 has them.
+    await runMigrations({ databaseUrl: server.url(name), appRole: APP_ROLE, createAlephSchema: true });
     const source = await withClient(server.url(name), (c) => installPgTap(c, log));
     log(`template ${name}: migrated, pgTAP from ${source}, in ${Date.now() - started} ms`);
   } catch (e) {

@@ -92,7 +92,7 @@ interface CheckRow {
   hint: string | null;
 }
 
-async function migrateCommand(opts: { appRole?: string; lockRetries: string }, cmd: Command) {
+async function migrateCommand(opts: { appRole?: string; lockRetries: string; createAlephSchema?: boolean }, cmd: Command) {
   const { url, out } = context(cmd);
   const lockRetries = Number(opts.lockRetries);
   if (!Number.isInteger(lockRetries) || lockRetries < 0) {
@@ -103,6 +103,7 @@ async function migrateCommand(opts: { appRole?: string; lockRetries: string }, c
     databaseUrl: url,
     appRole: opts.appRole ?? process.env.ROLESYNC_APP_ROLE,
     lockRetries,
+    createAlephSchema: Boolean(opts.createAlephSchema),
     onEvent: (e) => {
       const line = describeEvent(e);
       if (line) out.line(line);
@@ -319,6 +320,16 @@ export function buildProgram(): Command {
     .description("apply the migrations: key role_membership online (dedupe, concurrent index builds, short locks)")
     .option("--app-role <role>", "role granted EXECUTE (default: $ROLESYNC_APP_ROLE, else the connecting user)")
     .option("--lock-retries <n>", "retries when a lock is not granted within lock_timeout", "30")
+    .option(
+      "--create-aleph-schema",
+      "standalone database without Aleph: create role_type, role and role_membership as Aleph 4.1.6 has them (no effect where they exist)",
+    )
+    .addHelpText(
+      "after",
+      "\nAleph's tables (role, role_membership) must exist: a database without them is\n" +
+        "refused (RS012) before any migration runs. Install Aleph's schema first\n" +
+        "(`aleph upgrade`), or, for a standalone database, pass --create-aleph-schema.",
+    )
     .action(migrateCommand);
 
   program
@@ -407,6 +418,7 @@ export function hintFor(code: string): string {
     "40P01": "A deadlock was broken: retry the whole transaction.",
     RS010: "role_membership has another primary key: drop it first; rolesync keys the table on (member_id, group_id).",
     RS011: "An index build was interrupted: run `rolesync migrate` again; it rebuilds the index.",
+    RS012: "Aleph's tables are missing: run `aleph upgrade` first, or pass --create-aleph-schema for a standalone database.",
   };
   return hints[code] ?? "See the SQLSTATE table in the README.";
 }

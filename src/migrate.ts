@@ -6,7 +6,10 @@
  * - retries when a strong lock could not be taken within lock_timeout
  *   (SQLSTATE 55P03), so the migration never holds logins up for long;
  * - progress of the long steps, read from pg_stat_progress_create_index and
- *   pg_stat_activity on a second connection.
+ *   pg_stat_activity on a second connection;
+ * - the opt-in for a standalone database (createAlephSchema), passed to the
+ *   hook migrations/hooks/aleph-tables.sql as the session setting
+ *   rolesync.create_aleph_schema on every connection graphile-migrate opens.
  */
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -24,6 +27,8 @@ import { clearAllPools } from "graphile-migrate/dist/pgReal.js";
 
 export const packageRoot = fileURLToPath(new URL("..", import.meta.url));
 const APPLICATION_NAME = "rolesync-migrate";
+/** The session setting migrations/hooks/aleph-tables.sql reads; plain SQL sets it with SET. */
+const CREATE_ALEPH_SCHEMA_SETTING = "rolesync.create_aleph_schema";
 
 export type MigrateEvent =
   | { type: "start"; appRole: string }
@@ -41,6 +46,13 @@ export interface MigrateOptions {
   onEvent?: (event: MigrateEvent) => void;
   /** Poll interval for progress events, in ms (default 1000). */
   progressIntervalMs?: number;
+  /**
+   * For a standalone database without Aleph: create Aleph's role_type, role
+   * and role_membership as Aleph 4.1.6 has them when they are absent. Default
+   * false: such a database is refused with RS012. Where Aleph's tables exist
+   * it changes nothing.
+   */
+  createAlephSchema?: boolean;
 }
 
 export class MigrationError extends Error {
@@ -111,6 +123,12 @@ export async function runMigrations(opts: MigrateOptions): Promise<MigrateResult
     connectionString: url,
     migrationsFolder: path.join(packageRoot, "migrations"),
     placeholders: { ...(gmrc.placeholders as object), ":ROLESYNC_APP_ROLE": appRole },
+    // Set on each connection, "off" included, so that only this option opts
+    // in, not a database or role default (such as the one db:reset leaves).
+    pgSettings: {
+      ...(gmrc.pgSettings as object),
+      [CREATE_ALEPH_SCHEMA_SETTING]: opts.createAlephSchema ? "on" : "off",
+    },
     logger,
   };
 

@@ -50,6 +50,13 @@ describe("help and usage", () => {
     expect(run.stdout).toMatch(/Exit codes: 0 ok, 1 check found a problem, 2 usage error/);
   });
 
+  test("`migrate --help` documents --create-aleph-schema and the refusal without Aleph's tables", async () => {
+    const run = await rolesync(["migrate", "--help"]);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/--create-aleph-schema\s+standalone database without Aleph/);
+    expect(run.stdout).toMatch(/refused \(RS012\)/);
+  });
+
   test("no database: exit 2 and how to give one", async () => {
     const run = await rolesync(["status"]);
     expect(run.code).toBe(2);
@@ -141,6 +148,45 @@ describe("on a dirty pre-4.1 Aleph database", () => {
     const human = await rolesync(["status"], { DATABASE_URL: dirty.url });
     expect(human.code).toBe(0);
     expect(human.stdout).toMatch(/primary key yes/);
+  });
+});
+
+describe("on an empty database", () => {
+  let empty: TestDatabase;
+  beforeAll(async () => {
+    empty = await createTestDatabase({ empty: true });
+  });
+  afterAll(async () => empty?.drop());
+
+  test("migrate: exit 3, RS012 and the hint to install Aleph or opt in; nothing migrated", async () => {
+    const run = await rolesync(["migrate"], { DATABASE_URL: empty.url });
+    expect(run.code).toBe(3);
+    expect(run.stderr).toContain("ERROR RS012: Aleph's tables are missing");
+    expect(run.stderr).toMatch(/^hint: Install Aleph's schema first \(`aleph upgrade`\).*`rolesync migrate --create-aleph-schema`/m);
+    const refused = await rolesync(["--json", "migrate"], { DATABASE_URL: empty.url });
+    expect(refused.code).toBe(3);
+    expect(json(refused)).toMatchObject({
+      error: { exitCode: 3, sqlstate: "RS012", hint: expect.stringContaining("--create-aleph-schema") },
+    });
+    const left = await withPgClient(empty.url, async (c) =>
+      (await c.query(`select to_regclass('public.role') as role, to_regtype('public.role_type') as role_type,
+                             (select count(*)::int from graphile_migrate.migrations) as migrations`)).rows[0],
+    );
+    expect(left).toEqual({ role: null, role_type: null, migrations: 0 });
+  });
+
+  test("migrate --create-aleph-schema: Aleph 4.1.6's tables, every migration, then check is all good", async () => {
+    const run = await rolesync(["--json", "migrate", "--create-aleph-schema"], { DATABASE_URL: empty.url });
+    expect(run.code, run.stderr).toBe(0);
+    expect(json(run).executed).toContain("000001-schema.sql");
+    const columns = await withPgClient(empty.url, async (c) =>
+      (await c.query("select attname from pg_attribute where attrelid = 'public.role'::regclass and attnum > 0")).rows.map(
+        (r) => r.attname,
+      ),
+    );
+    expect(columns).toContain("last_login_at");
+    expect(columns).not.toContain("notified_at");
+    expect((await rolesync(["check"], { DATABASE_URL: empty.url })).code).toBe(0);
   });
 });
 

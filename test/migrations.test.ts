@@ -3,8 +3,10 @@
  * in to the same end state, lose nothing on the way, and a second run is a no-op.
  */
 import { afterAll, describe, expect, test } from "vitest";
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import type pg from "pg";
-import { runMigrations, MigrationError, type MigrateEvent } from "../src/migrate.ts";
+import { runMigrations, MigrationError, packageRoot, type MigrateEvent } from "../src/migrate.ts";
 import { APP_ROLE } from "../scripts/harness.ts";
 import {
   alephPre41,
@@ -63,14 +65,45 @@ async function expectMigrated(client: pg.Client) {
   expect(fns.map((r) => r.proname)).toEqual(["dedupe_role_memberships", "sync_role_memberships"]);
 }
 
+/** What a refused run must not leave: anything in schema public, or a migration in the ledger. */
+async function leftBehind(client: pg.Client) {
+  const { rows } = await client.query(`
+    select (select count(*)::int from pg_class where relnamespace = 'public'::regnamespace) as relations,
+           (select count(*)::int from pg_type where typnamespace = 'public'::regnamespace) as types,
+           (select count(*)::int from pg_proc where pronamespace = 'public'::regnamespace) as functions,
+           to_regclass('graphile_migrate.migrations') is not null as ledger`);
+  const { ledger, ...objects } = rows[0];
+  const migrations = ledger
+    ? (await client.query("select count(*)::int as n from graphile_migrate.migrations")).rows[0].n
+    : null;
+  return { ...objects, migrations };
+}
+
+/** Aleph's side of the schema: role's columns, constraints and indexes, and the enum. */
+async function alephShape(client: pg.Client) {
+  const q = async (sql: string) => (await client.query(sql)).rows;
+  return {
+    columns: await q(`select attname, format_type(atttypid, atttypmod) as type, attnotnull
+                        from pg_attribute where attrelid = 'public.role'::regclass and attnum > 0 and not attisdropped
+                       order by attnum`),
+    constraints: await q(`select conname, pg_get_constraintdef(oid) as def from pg_constraint
+                           where conrelid = 'public.role'::regclass order by conname`),
+    indexes: await q(`select indexrelid::regclass::text as name, pg_get_indexdef(indexrelid) as def
+                        from pg_index where indrelid = 'public.role'::regclass order by 1`),
+    labels: await q("select enumlabel from pg_enum where enumtypid = 'public.role_type'::regtype order by enumsortorder"),
+  };
+}
+
+const ALEPH_TABLES_HOOK = path.join(packageRoot, "migrations", "hooks", "aleph-tables.sql");
+
 /** Migrates, checks the end state and that nothing was lost, then checks a re-run changes nothing. */
-async function migrateAndCheck(db: TestDatabase, expectedRemoved: number) {
+async function migrateAndCheck(db: TestDatabase, expectedRemoved: number, opts: { createAlephSchema?: boolean } = {}) {
   const before = await withPgClient(db.url, async (c) =>
     (await c.query("select to_regclass('public.role_membership') is not null as t")).rows[0].t
       ? pairs(c, "role_membership")
       : [],
   );
-  const first = await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE });
+  const first = await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE, ...opts });
   expect(first.executed.length).toBeGreaterThan(0);
   const snapshot = await withPgClient(db.url, async (c) => {
     await expectMigrated(c);
@@ -96,8 +129,63 @@ async function migrateAndCheck(db: TestDatabase, expectedRemoved: number) {
 }
 
 describe("every starting state reaches the same end state", () => {
-  test("an empty database", async () => {
+  test("an empty database is refused with RS012 and a hint, before anything of ours or Aleph's exists", async () => {
     const db = await database(true);
+    const before = await withPgClient(db.url, leftBehind);
+    const err = await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE }).catch((e) => e);
+    expect(err).toBeInstanceOf(MigrationError);
+    expect(err.code).toBe("RS012");
+    expect(err.message).toBe("Aleph's tables are missing: this database has no public.role and no public.role_membership");
+    expect(err.hint).toContain("Install Aleph's schema first (`aleph upgrade`)");
+    expect(err.hint).toContain("`rolesync migrate --create-aleph-schema`");
+    expect(err.hint).toContain("runMigrations({ createAlephSchema: true })");
+    await withPgClient(db.url, async (c) => {
+      const after = await leftBehind(c);
+      // graphile-migrate creates its own schema and empty ledger before any hook runs; no migration is recorded.
+      expect(after).toEqual({ ...before, migrations: 0 });
+      const { rows } = await c.query(`select to_regtype('public.role_type') as role_type, to_regclass('public.role') as role,
+                                             to_regclass('public.role_membership') as role_membership,
+                                             to_regprocedure('public.sync_role_memberships(integer, integer[], text)') as sync`);
+      expect(rows[0]).toEqual({ role_type: null, role: null, role_membership: null, sync: null });
+    });
+  });
+
+  test("an empty database with createAlephSchema: Aleph 4.1.6's tables, then the same end state", async () => {
+    const db = await database(true);
+    await migrateAndCheck(db, 0, { createAlephSchema: true });
+    const { columns, labels } = await withPgClient(db.url, alephShape);
+    const names = columns.map((c: { attname: string }) => c.attname);
+    expect(names).toEqual(expect.arrayContaining(["last_login_at", "api_key_digest", "api_key_expires_at", "api_key_expiration_notification_sent"]));
+    expect(names).not.toContain("notified_at");
+    expect(labels.map((l: { enumlabel: string }) => l.enumlabel)).toEqual(["user", "group", "system"]);
+  });
+
+  test("createAlephSchema on an Aleph database changes nothing of Aleph's", async () => {
+    const db = await database(true);
+    await withPgClient(db.url, (c) => alephPre41(c));
+    const before = await withPgClient(db.url, alephShape);
+    await migrateAndCheck(db, 0, { createAlephSchema: true });
+    const after = await withPgClient(db.url, alephShape);
+    expect(after).toEqual(before); // still the old shape, notified_at and all: Aleph upgrades its own tables
+    expect(after.columns.map((c: { attname: string }) => c.attname)).toContain("notified_at");
+  });
+
+  test("plain SQL: the hook itself, in a session with rolesync.create_aleph_schema = on, creates the tables", async () => {
+    const db = await database(true);
+    const hook = readFileSync(ALEPH_TABLES_HOOK, "utf8");
+    await withPgClient(db.url, async (c) => {
+      await expect(c.query(hook)).rejects.toMatchObject({ code: "RS012" });
+      await c.query("set rolesync.create_aleph_schema = 'maybe'");
+      await expect(c.query(hook)).rejects.toMatchObject({ code: "22023" });
+      await c.query("set rolesync.create_aleph_schema = on");
+      await c.query(hook);
+      await c.query(hook); // and again: the tables are there now, nothing to do
+    });
+    // The same tables as the runner's opt-in made in the template.
+    const template = await createTestDatabase();
+    databases.push(template);
+    expect(await withPgClient(db.url, alephShape)).toEqual(await withPgClient(template.url, alephShape));
+    // A later migration without the opt-in finds them and goes on.
     await migrateAndCheck(db, 0);
   });
 
@@ -186,6 +274,37 @@ describe("every starting state reaches the same end state", () => {
 });
 
 describe("refusals", () => {
+  test("a database default rolesync.create_aleph_schema = on does not opt runMigrations in: RS012", async () => {
+    const db = await database(true);
+    await withPgClient(db.url, (c) => c.query(`alter database ${db.name} set rolesync.create_aleph_schema = on`));
+    const before = await withPgClient(db.url, leftBehind);
+    const err = await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE }).catch((e) => e);
+    expect(err).toBeInstanceOf(MigrationError);
+    expect(err.code).toBe("RS012");
+    expect(await withPgClient(db.url, leftBehind)).toEqual({ ...before, migrations: 0 });
+  });
+
+  test("half of Aleph (role without role_membership) is refused with RS012 even with createAlephSchema", async () => {
+    const db = await database(true);
+    await withPgClient(db.url, async (c) => {
+      await alephPre41(c);
+      await c.query("drop table public.role_membership");
+    });
+    const before = await withPgClient(db.url, alephShape);
+    for (const createAlephSchema of [false, true]) {
+      const err = await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE, createAlephSchema }).catch((e) => e);
+      expect(err).toBeInstanceOf(MigrationError);
+      expect(err.code).toBe("RS012");
+      expect(err.message).toMatch(createAlephSchema ? /incomplete: .*but no public.role_membership$/ : /missing: .*no public.role_membership$/);
+    }
+    await withPgClient(db.url, async (c) => {
+      expect(await alephShape(c)).toEqual(before);
+      const { rows } = await c.query(`select to_regclass('public.role_membership') as m,
+                                             (select count(*)::int from graphile_migrate.migrations) as migrations`);
+      expect(rows[0]).toEqual({ m: null, migrations: 0 });
+    });
+  });
+
   test("a role_membership keyed on other columns is refused with RS010, and nothing changes", async () => {
     const db = await database(true);
     await withPgClient(db.url, async (c) => {

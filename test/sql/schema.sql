@@ -8,8 +8,9 @@ select enum_has_labels('public', 'role_type', array['user', 'group', 'system'], 
 
 select columns_are('public', 'role', array[
   'id', 'created_at', 'updated_at', 'deleted_at', 'foreign_id', 'name', 'email', 'api_key',
-  'is_admin', 'is_muted', 'type', 'password_digest', 'reset_token', 'notified_at', 'locale',
-  'is_blocked', 'is_tester'], 'role has Aleph''s columns');
+  'is_admin', 'is_muted', 'type', 'password_digest', 'reset_token', 'locale',
+  'is_blocked', 'is_tester', 'last_login_at', 'api_key_expires_at',
+  'api_key_expiration_notification_sent', 'api_key_digest'], 'role has Aleph 4.1.6''s columns (the standalone opt-in)');
 select col_is_pk('public', 'role', 'id', 'role.id is the primary key');
 select col_type_is('public', 'role', 'foreign_id', 'character varying(2048)', 'role.foreign_id is varchar(2048)');
 select col_not_null('public', 'role', 'foreign_id', 'role.foreign_id is NOT NULL');
