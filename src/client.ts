@@ -1,6 +1,6 @@
 /*
- * The thin typed client: one function that calls the SQL function, typed
- * errors mapped from its SQLSTATEs, and a retry helper for callers that run
+ * The thin typed client: one function per SQL function, typed errors
+ * mapped from their SQLSTATEs, and a retry helper for callers that run
  * REPEATABLE READ or SERIALIZABLE. No business logic lives here.
  */
 
@@ -40,12 +40,14 @@ export class InvalidArgumentError extends RolesyncError {}
 export class UnknownMemberError extends RolesyncError {}
 /** RS002: some groups do not exist or are soft-deleted. */
 export class UnknownGroupError extends RolesyncError {}
-/** RS003: some ids are roles that are not groups. */
+/** RS003: roles of the wrong type: non-groups in a group list, or (sync_oauth_login) a member that is not a user. */
 export class NotAGroupError extends RolesyncError {}
 /** RS004: the member is in its own list. */
 export class SelfMembershipError extends RolesyncError {}
 /** RS005: a group outside the managed prefix. */
 export class UnmanagedGroupError extends RolesyncError {}
+/** RS006: the member is blocked (role.is_blocked): an admin refused it, only an admin can undo it. */
+export class BlockedMemberError extends RolesyncError {}
 /** 40001 / 40P01: a concurrent transaction won; retry the whole transaction. */
 export class SerializationError extends RolesyncError {}
 
@@ -58,6 +60,7 @@ const ERRORS: Record<string, new (m: string, c: string, o?: { hint?: string; det
   RS003: NotAGroupError,
   RS004: SelfMembershipError,
   RS005: UnmanagedGroupError,
+  RS006: BlockedMemberError,
   "40001": SerializationError,
   "40P01": SerializationError,
 };
@@ -116,6 +119,63 @@ export async function syncRoleMembershipsByForeignId(
       [memberForeignId, groupForeignIds, managedPrefix],
     );
     return rows[0];
+  } catch (e) {
+    throw toRolesyncError(e);
+  }
+}
+
+export interface OAuthLogin {
+  /** The user's foreign_id, as Aleph builds it: `<OAUTH_HANDLER>:<sub>`. */
+  memberForeignId: string;
+  /** The token's name; null or "" falls back to the email, then the foreign id (for a new user). */
+  memberName?: string | null;
+  /** The token's email; stored when given and different, never cleared by null or "". */
+  memberEmail?: string | null;
+  /** The token's groups as foreign ids (`group:<name>`), the admin group left out. */
+  groupForeignIds: readonly string[];
+  /** Only groups under this prefix are synced (default "group:"; "" manages every group). */
+  managedPrefix?: string;
+}
+
+export interface OAuthLoginResult extends SyncByForeignIdResult {
+  /** The user's role id. */
+  memberId: number;
+  /** True when this call created the user: its first login. */
+  memberCreated: boolean;
+}
+
+/**
+ * Aleph's OAuth login in one call: creates the user race-free (or stores its
+ * changed email), refuses a blocked (BlockedMemberError) or soft-deleted
+ * (UnknownMemberError) one, then syncs its groups by foreign id. Nothing is
+ * written when nothing changed. The admin rules stay with the caller.
+ */
+export async function syncOAuthLogin(
+  client: Queryable,
+  { memberForeignId, memberName = null, memberEmail = null, groupForeignIds, managedPrefix = "group:" }: OAuthLogin,
+): Promise<OAuthLoginResult> {
+  try {
+    const { rows } = await client.query<{
+      member_id: number;
+      member_created: boolean;
+      added: number[];
+      removed: number[];
+      created: number[];
+      skipped: number[];
+    }>(
+      "select member_id, member_created, added, removed, created, skipped " +
+        "from public.sync_oauth_login($1::text, $2::text, $3::text, $4::text[], $5::text)",
+      [memberForeignId, memberName, memberEmail, groupForeignIds, managedPrefix],
+    );
+    const r = rows[0];
+    return {
+      memberId: r.member_id,
+      memberCreated: r.member_created,
+      added: r.added,
+      removed: r.removed,
+      created: r.created,
+      skipped: r.skipped,
+    };
   } catch (e) {
     throw toRolesyncError(e);
   }

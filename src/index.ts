@@ -2,6 +2,7 @@
 export {
   syncRoleMemberships,
   syncRoleMembershipsByForeignId,
+  syncOAuthLogin,
   withRetry,
   toRolesyncError,
   RolesyncError,
@@ -12,10 +13,13 @@ export {
   NotAGroupError,
   SelfMembershipError,
   UnmanagedGroupError,
+  BlockedMemberError,
   SerializationError,
   type Queryable,
   type SyncResult,
   type SyncByForeignIdResult,
+  type OAuthLogin,
+  type OAuthLoginResult,
   type RetryOptions,
 } from "./client.ts";
 export { runMigrations, MigrationError, type MigrateOptions, type MigrateEvent, type MigrateResult } from "./migrate.ts";

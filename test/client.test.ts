@@ -7,6 +7,7 @@ import pg from "pg";
 import {
   syncRoleMemberships,
   syncRoleMembershipsByForeignId,
+  syncOAuthLogin,
   withRetry,
   toRolesyncError,
   RolesyncError,
@@ -17,8 +18,10 @@ import {
   NotAGroupError,
   SelfMembershipError,
   UnmanagedGroupError,
+  BlockedMemberError,
   SerializationError,
   type SyncResult,
+  type OAuthLoginResult,
 } from "rolesync";
 import { connect, createRoles, createTestDatabase, type TestDatabase } from "./helpers.ts";
 
@@ -27,12 +30,18 @@ let client: pg.Client;
 let pool: pg.Pool;
 let users: number[];
 let groups: number[];
+const blockedUser = "oidc:client-blocked";
 
 beforeAll(async () => {
   db = await createTestDatabase();
   client = await connect(db.url);
   pool = new pg.Pool({ connectionString: db.url, max: 4 });
   ({ users, groups } = await createRoles(client, { users: 3, groups: 3 }));
+  await client.query(
+    `insert into role (foreign_id, name, type, is_admin, is_muted, is_blocked, is_tester)
+     values ($1, 'Blocked', 'user', false, false, true, false)`,
+    [blockedUser],
+  );
 });
 afterAll(async () => {
   await client?.end();
@@ -63,6 +72,37 @@ test("syncRoleMembershipsByForeignId creates groups, syncs the managed ones, and
   });
 });
 
+test("syncOAuthLogin creates the user on its first login, then stores a changed email, and reports what it did", async () => {
+  const first: OAuthLoginResult = await syncOAuthLogin(pool, {
+    memberForeignId: "oidc:client-login",
+    memberName: "Client Login",
+    memberEmail: "login@example.org",
+    groupForeignIds: ["group:client-login"],
+  });
+  expect(first.memberCreated).toBe(true);
+  expect(first.created).toHaveLength(1);
+  expect(first).toMatchObject({ added: first.created, removed: [], skipped: [] });
+  const { rows } = await client.query("select id, name, email, type::text from role where foreign_id = 'oidc:client-login'");
+  expect(rows).toEqual([{ id: first.memberId, name: "Client Login", email: "login@example.org", type: "user" }]);
+  // The optional claims may be left out; the prefix defaults to "group:".
+  expect(await syncOAuthLogin(client, { memberForeignId: "oidc:client-login", groupForeignIds: [] })).toEqual({
+    memberId: first.memberId,
+    memberCreated: false,
+    added: [],
+    removed: first.created,
+    created: [],
+    skipped: [],
+  });
+  await syncOAuthLogin(client, {
+    memberForeignId: "oidc:client-login",
+    memberEmail: "login@new.example",
+    groupForeignIds: ["manual:client"],
+    managedPrefix: "manual:",
+  });
+  const after = await client.query("select email from role where id = $1", [first.memberId]);
+  expect(after.rows[0].email).toBe("login@new.example");
+});
+
 test("syncRoleMemberships takes the managed prefix too", async () => {
   const err = await syncRoleMemberships(client, users[2], [groups[0]], "group:").catch((e: unknown) => e);
   expect(err).toBeInstanceOf(UnmanagedGroupError); // test groups are not named group:...
@@ -79,6 +119,8 @@ describe("errors are mapped from their SQLSTATE to a typed class", () => {
     ["a name outside the prefix", () => syncRoleMembershipsByForeignId(client, "x", ["admins"]), UnmanagedGroupError, "RS005"],
     ["an over-long name", () => syncRoleMembershipsByForeignId(client, "x", ["group:" + "x".repeat(2100)]), InvalidArgumentError, "22001"],
     ["an empty name", () => syncRoleMembershipsByForeignId(client, "x", ["group:"]), InvalidArgumentError, "22023"],
+    ["a blocked user's login", () => syncOAuthLogin(client, { memberForeignId: blockedUser, groupForeignIds: [] }), BlockedMemberError, "RS006"],
+    ["an empty user foreign id", () => syncOAuthLogin(client, { memberForeignId: "", groupForeignIds: [] }), InvalidArgumentError, "22023"],
   ];
   test.each(cases)("%s", async (_name, call, Cls, code) => {
     const err = (await call().catch((e: unknown) => e)) as RolesyncError;
@@ -105,6 +147,8 @@ describe("errors are mapped from their SQLSTATE to a typed class", () => {
   test("errors carry the hint PostgreSQL sent", async () => {
     const err = await syncRoleMemberships(client, users[0], [987654]).catch((e) => e);
     expect(err.hint).toBe("Create the group roles first, or leave these ids out.");
+    const blocked = await syncOAuthLogin(client, { memberForeignId: blockedUser, groupForeignIds: [] }).catch((e) => e);
+    expect(blocked.hint).toMatch(/an admin blocked this account/i);
   });
 });
 
