@@ -59,7 +59,7 @@ async function counters(url: string): Promise<{ lsn: string; writes: number }> {
       `select pg_current_wal_insert_lsn()::text as lsn,
               coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) as writes
          from pg_stat_user_tables
-        where relname in ('role', 'role_membership', 'role_membership_version')`,
+        where (schemaname, relname) in (('public', 'role'), ('public', 'role_membership'), ('rolesync', 'role_membership_version'))`,
     );
     return { lsn: rows[0].lsn, writes: Number(rows[0].writes) };
   });
@@ -501,7 +501,7 @@ Why the sync stays under 0.7× of the limit: the limit is one index scan sent as
 | --- | ---: | ---: | ---: | ---: |
 ${["diff", "sync", "legacy"].map((v) => `| ${v} | ${tpsOf(changed, v).toFixed(0)} | ${(tpsOf(changed, v) / tpsOf(changed, "diff")).toFixed(2)}× | ${walOf(changed, v).toFixed(0)} | ${writesOf(changed, v).toFixed(2)} |`).join("\n")}
 
-The sync's writes per change: the deleted row, the inserted row, and the member's \`role_membership_version\` bump (the guard that makes snapshot isolation safe).
+The sync's writes per change: the deleted row, the inserted row, and the member's \`rolesync.role_membership_version\` bump (the guard that makes snapshot isolation safe).
 
 ## 3. Contention: 8 clients logging in one member, half the calls changing a group
 

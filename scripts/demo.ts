@@ -101,10 +101,10 @@ async function story(url: string, serverLabel: string) {
     });
     say(`   ${steps.length} migrations in ${steps.reduce((s, x) => s + x.seconds, 0).toFixed(1)} s`);
     const { rows: archived } = await admin.query(
-      `select reason, group_id, member_id, count(*)::int as n from role_membership_removed
+      `select reason, group_id, member_id, count(*)::int as n from rolesync.role_membership_removed
         group by 1, 2, 3 order by 1, 2, 3`,
     );
-    say("   the dedupe archived in role_membership_removed:");
+    say("   the dedupe archived in rolesync.role_membership_removed:");
     for (const a of archived) say(`     ${a.reason}: group ${a.group_id}, member ${a.member_id} (${a.n} row)`);
     const { rows: pk } = await admin.query(
       "select pg_get_constraintdef(oid) as def from pg_constraint where conname = 'role_membership_pkey'",

@@ -189,12 +189,12 @@ async function dedupeCommand(opts: { dryRun?: boolean }, cmd: Command) {
           `${result.duplicatedPairs} duplicated pair(s), and ${result.nullRows} NULL row(s). Nothing was changed.`,
       );
       for (const w of result.worst) console.log(`  member ${w.memberId}, group ${w.groupId}: ${w.copies} copies`);
-      if (result.wouldRemove) console.log("Each removed row would be archived in role_membership_removed.");
+      if (result.wouldRemove) console.log("Each removed row would be archived in rolesync.role_membership_removed.");
     });
     return;
   }
   const appName = "rolesync-dedupe";
-  const removed = await withClient(withApplicationName(url, appName), async (c) => {
+  const { removed, archive } = await withClient(withApplicationName(url, appName), async (c) => {
     if (!(await installed(c, "public.dedupe_role_memberships()"))) {
       throw new StateError(
         "dedupe_role_memberships() is not installed in this database",
@@ -204,14 +204,17 @@ async function dedupeCommand(opts: { dryRun?: boolean }, cmd: Command) {
     const stop = watchProgress(url, appName, 1000, (p) => out.line(`  … dedupe running (${p.seconds} s)`));
     try {
       const { rows } = await c.query<{ n: string }>("select public.dedupe_role_memberships() as n");
-      return Number(rows[0].n);
+      // Where this database's dedupe archives: schema rolesync since 000012, public before.
+      const { rows: a } = await c.query<{ archive: string }>(
+        `select case when pg_catalog.to_regclass('rolesync.role_membership_removed') is not null
+                     then 'rolesync.role_membership_removed' else 'public.role_membership_removed' end as archive`,
+      );
+      return { removed: Number(rows[0].n), archive: a[0].archive };
     } finally {
       await stop();
     }
   });
-  out.result({ removed }, () =>
-    console.log(`removed ${removed} row(s); each is archived in role_membership_removed`),
-  );
+  out.result({ removed }, () => console.log(`removed ${removed} row(s); each is archived in ${archive}`));
 }
 
 async function syncCommand(roleId: string, groupIds: string[], opts: { none?: boolean }, cmd: Command) {
@@ -246,41 +249,56 @@ async function statusCommand(_opts: unknown, cmd: Command) {
         )
       : [];
     const { rows: t } = await c.query<{
+      exists: boolean;
       rows: string | null;
       size: string | null;
-      keyed: boolean;
       guarded: boolean;
-      archived: string | null;
-      members: string | null;
     }>(
-      `select (select reltuples::bigint from pg_catalog.pg_class where oid = pg_catalog.to_regclass('public.role_membership')) as rows,
+      `select pg_catalog.to_regclass('public.role_membership') is not null as exists,
+              (select reltuples::bigint from pg_catalog.pg_class where oid = pg_catalog.to_regclass('public.role_membership')) as rows,
               pg_catalog.pg_size_pretty(pg_catalog.pg_total_relation_size(pg_catalog.to_regclass('public.role_membership'))) as size,
-              exists (select from pg_catalog.pg_constraint
-                       where conrelid = pg_catalog.to_regclass('public.role_membership') and contype = 'p') as keyed,
               exists (select from pg_catalog.pg_trigger
-                       where tgrelid = pg_catalog.to_regclass('public.role_membership') and tgname = 'role_membership_guard') as guarded,
-              case when pg_catalog.to_regclass('public.role_membership_removed') is not null
-                   then (select pg_catalog.count(*) from public.role_membership_removed) end as archived,
-              case when pg_catalog.to_regclass('public.role_membership_version') is not null
-                   then (select pg_catalog.count(*) from public.role_membership_version) end as members`,
+                       where tgrelid = pg_catalog.to_regclass('public.role_membership') and tgname = 'role_membership_guard') as guarded`,
     );
+    // The constraints keying role_membership, the primary key first: what
+    // rolesync.role_membership_key() answers, read from the catalog so that
+    // it works before 000012 and for a role without EXECUTE on it.
+    const { rows: keys } = await c.query<{ conname: string; primary: boolean }>(
+      `select c.conname, c.contype = 'p' as primary
+         from pg_catalog.pg_constraint c
+        where c.conrelid = pg_catalog.to_regclass('public.role_membership')
+          and (c.contype = 'p' or (c.contype = 'u' and c.conname = 'rolesync_role_membership_key'))
+        order by c.contype = 'p' desc, c.conname`,
+    );
+    // rolesync's tables: in schema rolesync since 000012, in public before
+    // (a database migrated by 0.1.0). Counted only where they exist: a query
+    // naming a missing table fails (42P01) however it is guarded.
+    const archive = await countRows(c, ["rolesync.role_membership_removed", "public.role_membership_removed"]);
+    const versions = await countRows(c, ["rolesync.role_membership_version", "public.role_membership_version"]);
     // Committed files are named 000001-<slug>.sql; graphile-migrate records them as 000001.sql.
     const appliedNumbers = new Set(applied.map((f) => f.slice(0, 6)));
     return {
       database: v[0].db,
       server: `PostgreSQL ${v[0].v}`,
+      installed: applied.length > 0,
       migrations: {
         applied: applied.length,
         available: available.length,
         pending: available.filter((f) => !appliedNumbers.has(f.slice(0, 6))),
       },
       roleMembership: {
+        exists: t[0].exists,
         estimatedRows: t[0].rows === null ? null : Math.max(0, Number(t[0].rows)),
         size: t[0].size,
-        primaryKey: t[0].keyed,
+        /** A PRIMARY KEY constraint is in place (its meaning before rolesync had a key of its own). */
+        primaryKey: keys.some((k) => k.primary),
+        /** The constraint keying the table: role_membership_pkey, rolesync_role_membership_key, or null. */
+        key: keys.length ? keys[0].conname : null,
+        /** Both keys at once: Aleph's 4.1 upgrade added its own since the last `rolesync migrate`. */
+        redundantKey: keys.length > 1 ? keys[1].conname : null,
         guardTrigger: t[0].guarded,
-        archivedRows: t[0].archived === null ? null : Number(t[0].archived),
-        membersSynced: t[0].members === null ? null : Number(t[0].members),
+        archivedRows: archive,
+        membersSynced: versions,
       },
     };
   });
@@ -291,13 +309,38 @@ async function statusCommand(_opts: unknown, cmd: Command) {
       `migrations: ${status.migrations.applied} of ${status.migrations.available} applied` +
         (status.migrations.pending.length ? `; pending: ${status.migrations.pending.join(", ")}` : ""),
     );
+    if (!status.installed) console.log("rolesync is not installed here: run `rolesync migrate`");
+    if (!r.exists) {
+      console.log("role_membership: missing (Aleph's tables are not installed here: `aleph upgrade` first)");
+      return;
+    }
     console.log(
       `role_membership: ~${r.estimatedRows ?? "?"} rows, ${r.size ?? "?"} with indexes, ` +
-        `primary key ${r.primaryKey ? "yes" : "NO"}, guard trigger ${r.guardTrigger ? "yes" : "no"}`,
+        `key ${describeKey(r.key, r.primaryKey)}, guard trigger ${r.guardTrigger ? "yes" : "no"}`,
     );
+    if (r.redundantKey) {
+      console.log(`also keyed by ${r.redundantKey}: one key too many; the next \`rolesync migrate\` drops rolesync's`);
+    }
     if (r.archivedRows !== null) console.log(`archived by the dedupe: ${r.archivedRows} row(s)`);
     if (r.membersSynced !== null) console.log(`members changed by sync_role_memberships: ${r.membersSynced}`);
   });
+}
+
+/** The first of `tables` that exists, counted; null when none does. The names are constants, never input. */
+async function countRows(c: pg.Client, tables: string[]): Promise<number | null> {
+  for (const table of tables) {
+    const { rows } = await c.query<{ exists: boolean }>("select pg_catalog.to_regclass($1) is not null as exists", [table]);
+    if (rows[0].exists) {
+      return Number((await c.query<{ n: string }>(`select pg_catalog.count(*) as n from ${table}`)).rows[0].n);
+    }
+  }
+  return null;
+}
+
+function describeKey(key: string | null, primary: boolean): string {
+  if (key === null) return "NONE (run `rolesync migrate`)";
+  if (primary) return `${key} (primary key)`;
+  return `${key} (unique, until Aleph's 4.1 upgrade adds role_membership_pkey)`;
 }
 
 export function buildProgram(): Command {

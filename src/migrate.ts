@@ -53,6 +53,12 @@ export interface MigrateOptions {
    * it changes nothing.
    */
   createAlephSchema?: boolean;
+  /**
+   * The folder holding committed/ and hooks/ (default: this package's
+   * migrations/). The upgrade tests point it at a copy holding an earlier
+   * release's migrations.
+   */
+  migrationsFolder?: string;
 }
 
 export class MigrationError extends Error {
@@ -121,7 +127,7 @@ export async function runMigrations(opts: MigrateOptions): Promise<MigrateResult
   const settings = {
     ...gmrc,
     connectionString: url,
-    migrationsFolder: path.join(packageRoot, "migrations"),
+    migrationsFolder: opts.migrationsFolder ?? path.join(packageRoot, "migrations"),
     placeholders: { ...(gmrc.placeholders as object), ":ROLESYNC_APP_ROLE": appRole },
     // Set on each connection, "off" included, so that only this option opts
     // in, not a database or role default (such as the one db:reset leaves).
@@ -138,7 +144,9 @@ export async function runMigrations(opts: MigrateOptions): Promise<MigrateResult
       emit({ type: "progress", ...p }),
     );
     try {
-      await migrate(settings);
+      // forceActions: the hooks run on every run, so that a key Aleph's own
+      // upgrade added since the last run replaces rolesync's (hooks/drop-redundant-key.sql).
+      await migrate(settings, false, true);
       await stopWatching();
       clearAllPools();
       break;

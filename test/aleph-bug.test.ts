@@ -93,7 +93,7 @@ describe("after `npm run migrate`", () => {
   test("the duplicate is gone, archived, and the per-row delete matches exactly one row", async () => {
     expect(await groupsOf(a, user)).toEqual([group]);
     const { rows } = await a.query(
-      "select group_id, member_id, reason from public.role_membership_removed where member_id = $1",
+      "select group_id, member_id, reason from rolesync.role_membership_removed where member_id = $1",
       [user],
     );
     expect(rows).toEqual([{ group_id: group, member_id: user, reason: "duplicate" }]);

@@ -132,6 +132,7 @@ describe("on a dirty pre-4.1 Aleph database", () => {
     expect(out.ok).toBe(true);
     expect(out.checks.map((c: { check_name: string }) => c.check_name)).toEqual([
       "primary_key",
+      "redundant_key",
       "duplicates",
       "null_rows",
       "invalid_indexes",
@@ -140,14 +141,27 @@ describe("on a dirty pre-4.1 Aleph database", () => {
     ]);
   });
 
-  test("status: everything applied, the key, the archive", async () => {
-    const out = json(await rolesync(["--json", "status"], { DATABASE_URL: dirty.url }));
+  test("status: everything applied, the key, the archive (in schema rolesync)", async () => {
+    const run = await rolesync(["--json", "status"], { DATABASE_URL: dirty.url });
+    expect(run.code, run.stderr).toBe(0);
+    const out = json(run);
+    expect(out.installed).toBe(true);
     expect(out.migrations.pending).toEqual([]);
     expect(out.migrations.applied).toBe(out.migrations.available);
-    expect(out.roleMembership).toMatchObject({ primaryKey: true, guardTrigger: true, archivedRows: surplus + nullRows });
+    expect(out.roleMembership).toMatchObject({
+      exists: true,
+      primaryKey: true,
+      key: "role_membership_pkey",
+      redundantKey: null,
+      guardTrigger: true,
+      archivedRows: surplus + nullRows,
+      membersSynced: 0,
+    });
     const human = await rolesync(["status"], { DATABASE_URL: dirty.url });
     expect(human.code).toBe(0);
-    expect(human.stdout).toMatch(/primary key yes/);
+    expect(human.stdout).toMatch(/key role_membership_pkey \(primary key\), guard trigger yes/);
+    expect(human.stdout).toContain(`archived by the dedupe: ${surplus + nullRows} row(s)`);
+    expect(human.stdout).not.toContain("not installed");
   });
 });
 
@@ -157,6 +171,32 @@ describe("on an empty database", () => {
     empty = await createTestDatabase({ empty: true });
   });
   afterAll(async () => empty?.drop());
+
+  test("status: exit 0, rolesync not installed, 0 migrations applied, no role_membership", async () => {
+    const run = await rolesync(["--json", "status"], { DATABASE_URL: empty.url });
+    expect(run.code, run.stderr).toBe(0);
+    const out = json(run);
+    expect(out.installed).toBe(false);
+    expect(out.migrations).toMatchObject({ applied: 0, available: expect.any(Number) });
+    expect(out.migrations.pending).toHaveLength(out.migrations.available);
+    expect(out.roleMembership).toEqual({
+      exists: false,
+      estimatedRows: null,
+      size: null,
+      primaryKey: false,
+      key: null,
+      redundantKey: null,
+      guardTrigger: false,
+      archivedRows: null,
+      membersSynced: null,
+    });
+    const human = await rolesync(["status"], { DATABASE_URL: empty.url });
+    expect(human.code, human.stderr).toBe(0);
+    expect(human.stdout).toMatch(/^migrations: 0 of \d+ applied; pending: 000001-schema\.sql/m);
+    expect(human.stdout).toContain("rolesync is not installed here: run `rolesync migrate`");
+    expect(human.stdout).toMatch(/role_membership: missing/);
+    expect(human.stderr).toBe("");
+  });
 
   test("migrate: exit 3, RS012 and the hint to install Aleph or opt in; nothing migrated", async () => {
     const run = await rolesync(["migrate"], { DATABASE_URL: empty.url });
@@ -254,5 +294,58 @@ describe("on a migrated database", () => {
     const human = await rolesync(["check"], { DATABASE_URL: migrated.url });
     expect(human.stdout).toMatch(/FAIL\s+soft_deleted_groups/);
     expect(human.stdout).toMatch(/hint: Each member's next sync removes them/);
+  });
+});
+
+describe("status names the constraint that keys role_membership", () => {
+  let db: TestDatabase;
+  beforeAll(async () => {
+    db = await createTestDatabase();
+  });
+  afterAll(async () => db?.drop());
+
+  const status = async () => {
+    const run = await rolesync(["--json", "status"], { DATABASE_URL: db.url });
+    expect(run.code, run.stderr).toBe(0);
+    const human = await rolesync(["status"], { DATABASE_URL: db.url });
+    expect(human.code, human.stderr).toBe(0);
+    return { out: json(run).roleMembership, human: human.stdout };
+  };
+  const alter = (sql: string) => withPgClient(db.url, (c) => c.query(sql));
+
+  test("both keys at once (Aleph's 4.1 upgrade added its own since the last migrate): the primary key, and the other one named", async () => {
+    await alter("alter table public.role_membership add constraint rolesync_role_membership_key unique (member_id, group_id)");
+    const { out, human } = await status();
+    expect(out).toMatchObject({ primaryKey: true, key: "role_membership_pkey", redundantKey: "rolesync_role_membership_key" });
+    expect(human).toMatch(/key role_membership_pkey \(primary key\)/);
+    expect(human).toMatch(/also keyed by rolesync_role_membership_key: .*the next `rolesync migrate` drops rolesync's/);
+  });
+
+  test("rolesync's unique constraint alone: primaryKey false, key rolesync_role_membership_key, until Aleph's 4.1 upgrade", async () => {
+    await alter("alter table public.role_membership drop constraint role_membership_pkey");
+    const { out, human } = await status();
+    expect(out).toMatchObject({ primaryKey: false, key: "rolesync_role_membership_key", redundantKey: null });
+    expect(human).toMatch(
+      /key rolesync_role_membership_key \(unique, until Aleph's 4\.1 upgrade adds role_membership_pkey\), guard trigger yes/,
+    );
+  });
+
+  test("no key at all: key null, and the human output says to migrate", async () => {
+    await alter("alter table public.role_membership drop constraint rolesync_role_membership_key");
+    const { out, human } = await status();
+    expect(out).toMatchObject({ primaryKey: false, key: null, redundantKey: null });
+    expect(human).toMatch(/key NONE \(run `rolesync migrate`\)/);
+  });
+
+  test("rolesync's tables where 0.1.0 left them (public) are counted there; missing ones give null, not an error", async () => {
+    await withPgClient(db.url, async (c) => {
+      await c.query("insert into rolesync.role_membership_removed (group_id, member_id, reason) values (1, 2, 'duplicate')");
+      await c.query("alter table rolesync.role_membership_removed set schema public");
+      await c.query("drop table rolesync.role_membership_version");
+    });
+    const { out, human } = await status();
+    expect(out).toMatchObject({ archivedRows: 1, membersSynced: null });
+    expect(human).toContain("archived by the dedupe: 1 row(s)");
+    expect(human).not.toContain("members changed by sync_role_memberships");
   });
 });

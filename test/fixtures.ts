@@ -102,7 +102,7 @@ export async function interruptedIndexBuild(client: pg.Client) {
     );
 }
 
-/** Everything about role_membership's schema and contents that a re-run could change. */
+/** Everything about role_membership's and rolesync's schema and contents that a re-run could change. */
 export async function fingerprint(client: pg.Client): Promise<unknown> {
   const q = async (sql: string) => (await client.query(sql)).rows;
   return {
@@ -114,10 +114,19 @@ export async function fingerprint(client: pg.Client): Promise<unknown> {
     indexes: await q(`select indexrelid::regclass::text as name, pg_get_indexdef(indexrelid) as def, indisvalid
                         from pg_index where indrelid = 'public.role_membership'::regclass order by 1`),
     triggers: await q(`select tgname from pg_trigger where tgrelid = 'public.role_membership'::regclass and not tgisinternal`),
-    functions: await q(`select p.oid::regprocedure::text as fn, md5(p.prosrc) as src, p.proacl::text as acl
-                          from pg_proc p where p.pronamespace = 'public'::regnamespace order by 1`),
+    // rolesync's own schema (000012) beside public: its grants, its tables and their grants, its functions.
+    schemas: await q(`select nspname, nspacl::text as acl from pg_namespace
+                       where nspname in ('public', 'rolesync') order by 1`),
+    relations: await q(`select c.oid::regclass::text as name, c.relkind, c.relacl::text as acl
+                          from pg_class c where c.relnamespace in ('public'::regnamespace, to_regnamespace('rolesync'))
+                         order by 1`),
+    functions: await q(`select p.oid::regprocedure::text as fn, md5(p.prosrc) as src, p.proacl::text as acl,
+                               p.provolatile, p.prosecdef, p.proconfig::text as config
+                          from pg_proc p where p.pronamespace in ('public'::regnamespace, to_regnamespace('rolesync'))
+                         order by 1`),
     memberships: await q("select group_id, member_id from public.role_membership order by 1, 2"),
-    archive: await q("select id, group_id, member_id, reason from public.role_membership_removed order by id"),
+    archive: await q("select id, group_id, member_id, reason from rolesync.role_membership_removed order by id"),
+    versions: await q("select member_id, version from rolesync.role_membership_version order by member_id"),
     migrations: await q("select filename from graphile_migrate.migrations order by filename"),
   };
 }

@@ -3,7 +3,8 @@
  * in to the same end state, lose nothing on the way, and a second run is a no-op.
  */
 import { afterAll, describe, expect, test } from "vitest";
-import { readFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import type pg from "pg";
 import { runMigrations, MigrationError, packageRoot, type MigrateEvent } from "../src/migrate.ts";
@@ -19,8 +20,10 @@ import {
 import { connect, createTestDatabase, withPgClient, type TestDatabase, sync, createRoles, groupsOf } from "./helpers.ts";
 
 const databases: TestDatabase[] = [];
+const folders: string[] = [];
 afterAll(async () => {
   for (const db of databases) await db.drop();
+  for (const f of folders) rmSync(f, { recursive: true, force: true });
 });
 
 async function database(empty: boolean): Promise<TestDatabase> {
@@ -32,8 +35,9 @@ async function database(empty: boolean): Promise<TestDatabase> {
 type Pair = { group_id: number | null; member_id: number | null };
 const key = (p: Pair) => `${p.group_id},${p.member_id}`;
 
+/** `table` is schema-qualified: public.role_membership, rolesync.role_membership_removed. */
 async function pairs(client: pg.Client, table: string): Promise<Pair[]> {
-  const { rows } = await client.query<Pair>(`select group_id, member_id from public.${table}`);
+  const { rows } = await client.query<Pair>(`select group_id, member_id from ${table}`);
   return rows;
 }
 
@@ -51,6 +55,21 @@ async function expectMigrated(client: pg.Client) {
     { name: "role_membership_group_id_member_id_idx", indisvalid: true },
     { name: "role_membership_pkey", indisvalid: true },
   ]);
+  // Without Aleph's Alembic ledger (public.alembic_version) no one else adds a key: the primary key
+  // stays, and the index 000010 built for rolesync's own key is gone, as index and as constraint.
+  const { rows: ownKey } = await client.query(`
+    select to_regclass('public.rolesync_role_membership_key') as index,
+           (select count(*)::int from pg_constraint where conname = 'rolesync_role_membership_key') as constraints,
+           rolesync.role_membership_key() as key`);
+  expect(ownKey).toEqual([{ index: null, constraints: 0, key: "role_membership_pkey" }]);
+  // rolesync's own tables are in schema rolesync, none is left in public.
+  const { rows: tables } = await client.query(`
+    select c.relnamespace::regnamespace::text as schema, c.relname from pg_class c
+     where c.relname in ('role_membership_removed', 'role_membership_version') and c.relkind = 'r' order by 2`);
+  expect(tables).toEqual([
+    { schema: "rolesync", relname: "role_membership_removed" },
+    { schema: "rolesync", relname: "role_membership_version" },
+  ]);
   const { rows: triggers } = await client.query(
     "select tgname from pg_trigger where tgrelid = 'public.role_membership'::regclass and not tgisinternal",
   );
@@ -65,10 +84,11 @@ async function expectMigrated(client: pg.Client) {
   expect(fns.map((r) => r.proname)).toEqual(["dedupe_role_memberships", "sync_role_memberships"]);
 }
 
-/** What a refused run must not leave: anything in schema public, or a migration in the ledger. */
+/** What a refused run must not leave: anything in schema public, schema rolesync, or a migration in the ledger. */
 async function leftBehind(client: pg.Client) {
   const { rows } = await client.query(`
-    select (select count(*)::int from pg_class where relnamespace = 'public'::regnamespace) as relations,
+    select to_regnamespace('rolesync') is not null as rolesync_schema,
+           (select count(*)::int from pg_class where relnamespace = 'public'::regnamespace) as relations,
            (select count(*)::int from pg_type where typnamespace = 'public'::regnamespace) as types,
            (select count(*)::int from pg_proc where pronamespace = 'public'::regnamespace) as functions,
            to_regclass('graphile_migrate.migrations') is not null as ledger`);
@@ -100,15 +120,15 @@ const ALEPH_TABLES_HOOK = path.join(packageRoot, "migrations", "hooks", "aleph-t
 async function migrateAndCheck(db: TestDatabase, expectedRemoved: number, opts: { createAlephSchema?: boolean } = {}) {
   const before = await withPgClient(db.url, async (c) =>
     (await c.query("select to_regclass('public.role_membership') is not null as t")).rows[0].t
-      ? pairs(c, "role_membership")
+      ? pairs(c, "public.role_membership")
       : [],
   );
   const first = await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE, ...opts });
   expect(first.executed.length).toBeGreaterThan(0);
   const snapshot = await withPgClient(db.url, async (c) => {
     await expectMigrated(c);
-    const after = await pairs(c, "role_membership");
-    const archived = await pairs(c, "role_membership_removed");
+    const after = await pairs(c, "public.role_membership");
+    const archived = await pairs(c, "rolesync.role_membership_removed");
     // Every pair that was there is there exactly once; NULL rows are gone.
     const distinctValid = [...new Set(before.filter((p) => p.group_id !== null && p.member_id !== null).map(key))].sort();
     expect(after.map(key).sort()).toEqual(distinctValid);
@@ -262,6 +282,56 @@ describe("every starting state reaches the same end state", () => {
     const second = await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE });
     expect(second.executed[0]).toBe("000002-group-index.sql"); // resumed where it stopped
     await withPgClient(db.url, expectMigrated);
+  });
+
+  test("a database migrated by 0.1.0 (000001-000008): its tables move to schema rolesync with their rows and grants", async () => {
+    const db = await database(true);
+    await withPgClient(db.url, alephPre41Dirty);
+    // 0.1.0's migrations only: a copy of the folder without 000009 and later.
+    const release010 = mkdtempSync(path.join(tmpdir(), "rolesync-0.1.0-"));
+    folders.push(release010);
+    cpSync(path.join(packageRoot, "migrations"), release010, {
+      recursive: true,
+      filter: (src) => !/committed\/0000(09|[1-9]\d)/.test(src) && !src.endsWith("current.sql"),
+    });
+    const old = await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE, migrationsFolder: release010 });
+    expect(old.executed.at(-1)).toBe("000008-sync-by-foreign-id.sql");
+    const { duplicates, triplicates, nullRows } = DIRTY_ROWS;
+    const before = await withPgClient(db.url, async (c) => {
+      const { users, groups } = await createRoles(c, { users: 1, groups: 2 });
+      await sync(c, users[0], groups);
+      return {
+        archive: (await c.query("select * from public.role_membership_removed order by id")).rows,
+        versions: (await c.query("select * from public.role_membership_version order by member_id")).rows,
+      };
+    });
+    expect(before.archive).toHaveLength(duplicates + 2 * triplicates + nullRows);
+    expect(before.versions).toHaveLength(1);
+
+    const result = await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE });
+    expect(result.executed).toEqual(["000009-sync-oauth-login.sql", "000010-own-key-index.sql", "000011-sync-bridge.sql", "000012-aleph-life-cycle.sql"]);
+    await withPgClient(db.url, async (c) => {
+      await expectMigrated(c);
+      // The same rows (ids, times, who), the identity sequence with them, and the same grants.
+      expect((await c.query("select * from rolesync.role_membership_removed order by id")).rows).toEqual(before.archive);
+      expect((await c.query("select * from rolesync.role_membership_version order by member_id")).rows).toEqual(before.versions);
+      const { rows } = await c.query(
+        `select pg_get_serial_sequence('rolesync.role_membership_removed', 'id') as seq,
+                has_schema_privilege($1, 'rolesync', 'usage') as usage,
+                has_table_privilege($1, 'rolesync.role_membership_version', 'select, insert, update') as version_rw,
+                has_table_privilege($1, 'rolesync.role_membership_removed', 'select') as archive_read`,
+        [APP_ROLE],
+      );
+      expect(rows[0]).toEqual({ seq: "rolesync.role_membership_removed_id_seq", usage: true, version_rw: true, archive_read: false });
+    });
+    // A second run changes nothing, and the function works there.
+    const snapshot = await withPgClient(db.url, fingerprint);
+    expect((await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE })).executed).toEqual([]);
+    expect(await withPgClient(db.url, fingerprint)).toEqual(snapshot);
+    await withPgClient(db.url, async (c) => {
+      const { users, groups } = await createRoles(c, { users: 1, groups: 2 });
+      expect(await sync(c, users[0], groups)).toEqual({ added: groups, removed: [] });
+    });
   });
 
   test("a database where the migrations were already applied", async () => {

@@ -190,7 +190,7 @@ async function expectEndState(setup: Setup) {
     }
     // The archive holds every removed row: the rows only the dedupe could remove are all there.
     const { rows: archived } = await c.query(
-      "select group_id, member_id, reason from public.role_membership_removed",
+      "select group_id, member_id, reason from rolesync.role_membership_removed",
     );
     const key = (r: { group_id: number | null; member_id: number | null }) => `${r.group_id},${r.member_id}`;
     const archivedKeys = archived.map(key);
@@ -207,9 +207,15 @@ async function expectEndState(setup: Setup) {
 
 function report(label: string, seconds: number, outcome: Outcome, events: MigrateEvent[]) {
   const w = outcome.waitsMs;
-  const retries = events.filter((e) => e.type === "retry").length;
+  // Each lock-timeout retry, named by the migration that was running.
+  let step = "hooks";
+  const retried: string[] = [];
+  for (const e of events) {
+    if (e.type === "migration") step = e.name.slice(0, 6);
+    if (e.type === "retry") retried.push(step);
+  }
   console.log(
-    `${label}: migration under load in ${seconds.toFixed(1)} s (${retries} lock-timeout retries); ` +
+    `${label}: migration under load in ${seconds.toFixed(1)} s (${retried.length} lock-timeout retries${retried.length ? `: ${retried.join(", ")}` : ""}); ` +
       `${outcome.commits.legacy} legacy + ${outcome.commits.sync} sync logins committed; ` +
       `failures ${JSON.stringify(outcome.failures)}; ` +
       `login time p50 ${percentile(w, 50).toFixed(1)} ms, p99 ${percentile(w, 99).toFixed(1)} ms, max ${w[w.length - 1].toFixed(0)} ms`,

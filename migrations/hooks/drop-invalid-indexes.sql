@@ -16,12 +16,15 @@ begin
       from pg_catalog.pg_index i
      where i.indrelid = pg_catalog.to_regclass('public.role_membership')
        and i.indexrelid in (pg_catalog.to_regclass('public.role_membership_pkey'),
-                            pg_catalog.to_regclass('public.role_membership_group_id_member_id_idx'))
+                            pg_catalog.to_regclass('public.role_membership_group_id_member_id_idx'),
+                            pg_catalog.to_regclass('public.rolesync_role_membership_key'))
        and not i.indisvalid
   loop
     raise notice 'dropping INVALID index % left by an interrupted build', v_index;
     if v_index = pg_catalog.to_regclass('public.role_membership_pkey') then
       drop index public.role_membership_pkey;
+    elsif v_index = pg_catalog.to_regclass('public.rolesync_role_membership_key') then
+      drop index public.rolesync_role_membership_key;
     else
       drop index public.role_membership_group_id_member_id_idx;
     end if;

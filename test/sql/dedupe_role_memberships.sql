@@ -9,7 +9,7 @@ select v.id, 'test:' || v.id, 'role ' || v.id, v.type::public.role_type, false, 
 insert into public.role_membership (group_id, member_id) values (11, 1), (12, 2);
 
 select is(public.dedupe_role_memberships(), 0::bigint, 'with the key in place there is nothing to remove');
-select is_empty('select * from public.role_membership_removed', 'and nothing is archived');
+select is_empty('select * from rolesync.role_membership_removed', 'and nothing is archived');
 
 -- Back to Aleph's pre-4.1 table: no key, nullable columns, and the rows the race left
 -- (written with the guard off, as they were before the migration installed it).
@@ -36,22 +36,22 @@ select bag_eq('select group_id, member_id from public.role_membership',
   'exactly one row of each pair remains, and no NULL row');
 select is_empty('select * from public.role_membership_duplicates', 'the view is empty afterwards');
 select bag_eq(
-  $$select group_id, member_id, reason from public.role_membership_removed$$,
+  $$select group_id, member_id, reason from rolesync.role_membership_removed$$,
   $$values (11, 1, 'duplicate'), (11, 1, 'duplicate'), (12, 1, 'duplicate'),
            (null::integer, 1, 'null_column'), (11, null::integer, 'null_column'), (null::integer, null::integer, 'null_column')$$,
   'every removed row is archived with its reason');
 select bag_eq(
   $$select group_id, member_id from public.role_membership
-    union all select group_id, member_id from public.role_membership_removed$$,
+    union all select group_id, member_id from rolesync.role_membership_removed$$,
   'select group_id, member_id from before_dedupe',
   'nothing is lost: the table plus the archive is every row there was');
-select ok((select bool_and(removed_at = now()) from public.role_membership_removed),
+select ok((select bool_and(removed_at = now()) from rolesync.role_membership_removed),
   'archived rows carry the time of removal');
-select ok((select bool_and(removed_by = current_user) from public.role_membership_removed),
+select ok((select bool_and(removed_by = current_user) from rolesync.role_membership_removed),
   'archived rows carry who removed them');
 
 select is(public.dedupe_role_memberships(), 0::bigint, 'a second run removes nothing: it is idempotent');
-select is((select count(*) from public.role_membership_removed), 6::bigint, 'and archives nothing more');
+select is((select count(*) from rolesync.role_membership_removed), 6::bigint, 'and archives nothing more');
 
 -- The cleaned table takes the key; Aleph's per-row delete then matches exactly one row.
 select lives_ok($$alter table public.role_membership add constraint role_membership_pkey primary key (member_id, group_id)$$,

@@ -1,7 +1,7 @@
 -- Signatures, volatility, security and privileges of every function.
 begin;
 set local search_path = public, tap;
-select plan(38);
+select plan(56);
 
 select has_function('public', 'sync_role_memberships', array['integer', 'integer[]', 'text'],
   'sync_role_memberships(integer, integer[], text) exists');
@@ -59,19 +59,66 @@ select is(
 select function_privs_are('public', 'sync_role_memberships_by_foreign_id', array['text', 'text[]', 'text'], 'rolesync_app',
   array['EXECUTE'], 'the application role may sync by foreign id');
 
+-- rolesync's own functions (000012), in its own schema.
+select functions_are('rolesync', array['aleph_adds_primary_key', 'role_membership_key'],
+  'schema rolesync holds exactly its two functions');
+select function_returns('rolesync', 'aleph_adds_primary_key', array[]::text[], 'boolean',
+  'aleph_adds_primary_key() answers yes or no');
+select function_returns('rolesync', 'role_membership_key', array[]::text[], 'name',
+  'role_membership_key() returns the name of the constraint keying role_membership');
+select volatility_is('rolesync', 'aleph_adds_primary_key', array[]::text[], 'stable',
+  'aleph_adds_primary_key is stable: it only reads');
+select volatility_is('rolesync', 'role_membership_key', array[]::text[], 'stable',
+  'role_membership_key is stable: it only reads the catalog');
+select isnt_definer('rolesync', 'aleph_adds_primary_key', array[]::text[], 'aleph_adds_primary_key runs as the caller');
+select isnt_definer('rolesync', 'role_membership_key', array[]::text[], 'role_membership_key runs as the caller');
+select is(
+  (select proconfig from pg_catalog.pg_proc where oid = 'rolesync.aleph_adds_primary_key()'::regprocedure),
+  array['search_path=pg_catalog, pg_temp'], 'aleph_adds_primary_key pins search_path');
+select is(
+  (select proconfig from pg_catalog.pg_proc where oid = 'rolesync.role_membership_key()'::regprocedure),
+  array['search_path=pg_catalog, pg_temp'], 'role_membership_key pins search_path');
+select is(rolesync.aleph_adds_primary_key(), false,
+  'without Aleph''s Alembic ledger (public.alembic_version) no one else adds a key');
+select is(rolesync.role_membership_key(), 'role_membership_pkey'::name,
+  'the primary key keys role_membership here');
+-- Only their owner may run them: no grant to anyone else, PUBLIC included.
+select is_empty(
+  $$select p.oid::regprocedure, a.grantee::regrole from pg_catalog.pg_proc p,
+           pg_catalog.aclexplode(coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) a
+     where p.pronamespace = 'rolesync'::regnamespace and a.grantee <> p.proowner$$,
+  'rolesync''s functions are for their owner only');
+
 -- No dynamic SQL anywhere: no EXECUTE statement in any function body.
 select is_empty(
   $$select p.oid::regprocedure from pg_catalog.pg_proc p
-     where p.pronamespace = 'public'::regnamespace and p.prolang = (select oid from pg_catalog.pg_language where lanname = 'plpgsql')
+     where p.pronamespace in ('public'::regnamespace, 'rolesync'::regnamespace)
+       and p.prolang = (select oid from pg_catalog.pg_language where lanname = 'plpgsql')
        and p.prosrc ~* '\mexecute\M'$$,
   'no function uses dynamic SQL');
 
 -- EXECUTE: nothing for PUBLIC; the app role may sync and nothing else.
 select is_empty(
   $$select p.oid::regprocedure from pg_catalog.pg_proc p, pg_catalog.aclexplode(coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) a
-     where p.pronamespace = 'public'::regnamespace and a.grantee = 0$$,
+     where p.pronamespace in ('public'::regnamespace, 'rolesync'::regnamespace) and a.grantee = 0$$,
   'PUBLIC may execute none of the functions');
 create role rolesync_test_nobody;
+select function_privs_are('rolesync', 'role_membership_key', array[]::text[], 'rolesync_app', array[]::text[],
+  'the application role may not run role_membership_key()');
+select function_privs_are('rolesync', 'aleph_adds_primary_key', array[]::text[], 'rolesync_app', array[]::text[],
+  'the application role may not run aleph_adds_primary_key()');
+select function_privs_are('rolesync', 'role_membership_key', array[]::text[], 'rolesync_test_nobody', array[]::text[],
+  'a role without grants may not run role_membership_key()');
+-- Schema rolesync: USAGE for the application role (its sync writes the version table), nothing for others.
+select schema_privs_are('rolesync', 'rolesync_app', array['USAGE'],
+  'the application role may use schema rolesync, and not create in it');
+select schema_privs_are('rolesync', 'rolesync_test_nobody', array[]::text[],
+  'a role without grants may not use schema rolesync');
+select is_empty(
+  $$select a.privilege_type from pg_catalog.pg_namespace n,
+           pg_catalog.aclexplode(coalesce(n.nspacl, pg_catalog.acldefault('n', n.nspowner))) a
+     where n.nspname = 'rolesync' and a.grantee = 0$$,
+  'PUBLIC has no privilege on schema rolesync');
 select function_privs_are('public', 'sync_role_memberships', array['integer', 'integer[]', 'text'], 'rolesync_test_nobody',
   array[]::text[], 'a role without grants cannot sync');
 select function_privs_are('public', 'sync_role_memberships', array['integer', 'integer[]', 'text'], 'rolesync_app',
@@ -84,9 +131,9 @@ select sequence_privs_are('public', 'role_id_seq', 'rolesync_app', array['USAGE'
   'the application role may draw ids for new groups');
 select table_privs_are('public', 'role_membership', 'rolesync_app', array['DELETE', 'INSERT', 'SELECT'],
   'the application role reads, inserts and deletes memberships: what sync needs as invoker');
-select table_privs_are('public', 'role_membership_version', 'rolesync_app', array['INSERT', 'SELECT', 'UPDATE'],
-  'the application role bumps member versions');
-select table_privs_are('public', 'role_membership_removed', 'rolesync_app', array[]::text[],
+select table_privs_are('rolesync', 'role_membership_version', 'rolesync_app', array['INSERT', 'SELECT', 'UPDATE'],
+  'the application role bumps member versions (the grants moved with the table)');
+select table_privs_are('rolesync', 'role_membership_removed', 'rolesync_app', array[]::text[],
   'the archive is for operators only');
 select table_privs_are('public', 'role_membership_duplicates', 'rolesync_app', array['SELECT'],
   'the application role may watch for duplicates');

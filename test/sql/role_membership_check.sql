@@ -1,7 +1,7 @@
 -- role_membership_check(): one row per check, ok only when nothing needs doing.
 begin;
 set local search_path = public, tap;
-select plan(14);
+select plan(24);
 
 select has_function('public', 'role_membership_check', array[]::text[], 'role_membership_check() exists');
 select volatility_is('public', 'role_membership_check', array[]::text[], 'stable', 'the check only reads: stable');
@@ -18,9 +18,14 @@ select v.id, 'test:' || v.id, 'role ' || v.id, v.type::public.role_type, v.delet
 insert into public.role_membership (group_id, member_id) values (11, 1);
 
 select set_eq($$select check_name, ok from public.role_membership_check()$$,
-  $$values ('primary_key', true), ('duplicates', true), ('null_rows', true), ('invalid_indexes', true),
+  $$values ('primary_key', true), ('redundant_key', true), ('duplicates', true), ('null_rows', true), ('invalid_indexes', true),
            ('soft_deleted_members', true), ('soft_deleted_groups', true)$$,
   'on a migrated, clean table every check is ok');
+select results_eq(
+  $$select check_name, ok, count, detail from public.role_membership_check() where check_name in ('primary_key', 'redundant_key')$$,
+  $$values ('primary_key', true, null::bigint, 'role_membership_pkey (member_id, group_id) is in place'),
+           ('redundant_key', true, 1::bigint, 'one key on (member_id, group_id)')$$,
+  'the primary key keys the table, and it is the only key');
 select is_empty($$select * from public.role_membership_check() where hint is not null$$,
   'and no check has advice to give');
 
@@ -44,8 +49,33 @@ select results_eq(
 update pg_catalog.pg_index set indisvalid = true
  where indexrelid = 'public.role_membership_group_id_member_id_idx'::regclass;
 
--- A table without its key, with copies and NULL rows, as before the migration.
+-- Both keys at once: what Aleph's 4.1 upgrade leaves on a table rolesync keyed under its own name.
+alter table public.role_membership add constraint rolesync_role_membership_key unique (member_id, group_id);
+select results_eq(
+  $$select check_name, ok, count from public.role_membership_check() where check_name in ('primary_key', 'redundant_key')$$,
+  $$values ('primary_key', true, null::bigint), ('redundant_key', false, 2::bigint)$$,
+  'both role_membership_pkey and rolesync_role_membership_key: redundant_key fails, counting two keys');
+select results_eq(
+  $$select detail, hint from public.role_membership_check() where check_name = 'redundant_key'$$,
+  $$values ('both role_membership_pkey and rolesync_role_membership_key: two unique indexes on (member_id, group_id)',
+            'Aleph''s 4.1 upgrade added its key: run `rolesync migrate`, which drops rolesync''s.')$$,
+  'and says that the next migrate drops rolesync''s');
+select is(rolesync.role_membership_key(), 'role_membership_pkey'::name, 'role_membership_key() prefers the primary key');
+
+-- rolesync's unique constraint alone: the table is keyed, until Aleph adds its own.
 alter table public.role_membership drop constraint role_membership_pkey;
+select results_eq(
+  $$select check_name, ok, count, detail from public.role_membership_check() where check_name in ('primary_key', 'redundant_key')$$,
+  $$values ('primary_key', true, null::bigint,
+            'keyed by rolesync_role_membership_key (UNIQUE (member_id, group_id)); Aleph''s 4.1 upgrade adds role_membership_pkey'),
+           ('redundant_key', true, 1::bigint, 'one key on (member_id, group_id)')$$,
+  'rolesync''s unique constraint is a key too, and the check says whose');
+select is(rolesync.role_membership_key(), 'rolesync_role_membership_key'::name,
+  'role_membership_key() names rolesync''s constraint when there is no primary key');
+
+-- A table without its key, with copies and NULL rows, as before the migration.
+alter table public.role_membership drop constraint rolesync_role_membership_key;
+select is(rolesync.role_membership_key(), null::name, 'role_membership_key() is NULL without a key');
 alter table public.role_membership alter column group_id drop not null, alter column member_id drop not null;
 alter table public.role_membership disable trigger role_membership_guard;
 insert into public.role_membership (group_id, member_id) values (11, 1), (11, 1), (null, 1);
@@ -54,11 +84,21 @@ select results_eq(
      where check_name in ('primary_key', 'duplicates', 'null_rows') order by check_name$$,
   $$values ('duplicates', false, 2::bigint), ('null_rows', false, 1::bigint), ('primary_key', false, null::bigint)$$,
   'without the key: the missing key, the surplus copies and the NULL rows are reported');
+select results_eq(
+  $$select ok, count from public.role_membership_check() where check_name = 'redundant_key'$$,
+  $$values (true, 0::bigint)$$,
+  'no key is not a redundant key');
+select ok((select hint like '%rolesync.role_membership_removed%' from public.role_membership_check() where check_name = 'duplicates'),
+  'the hint says the copies go to the archive in schema rolesync');
 select ok((select hint like '%rolesync migrate%' from public.role_membership_check() where check_name = 'primary_key'),
   'and the hint says to migrate');
 select ok((select bool_and(hint is not null) from public.role_membership_check() where not ok),
   'every failing check says what to do');
-select is((select count(*) from public.role_membership_check()), 6::bigint, 'always six checks, in a fixed order');
+select is((select count(*) from public.role_membership_check()), 7::bigint, 'always seven checks');
+select is(
+  (select array_agg(check_name) from public.role_membership_check()),
+  array['primary_key', 'redundant_key', 'duplicates', 'null_rows', 'invalid_indexes', 'soft_deleted_members', 'soft_deleted_groups'],
+  'in a fixed order');
 
 select * from finish();
 rollback;

@@ -1,7 +1,7 @@
 -- Structure of the tables and the view after every migration has run.
 begin;
 set local search_path = public, tap;
-select plan(32);
+select plan(40);
 
 select has_type('public', 'role_type', 'Aleph''s role_type exists');
 select enum_has_labels('public', 'role_type', array['user', 'group', 'system'], 'role_type has Aleph''s labels in order');
@@ -29,6 +29,13 @@ select is(
     where conrelid = 'public.role_membership'::regclass and contype = 'p'),
   'role_membership_pkey', 'the key is named role_membership_pkey, as Aleph 4.1''s');
 select index_is_unique('public', 'role_membership', 'role_membership_pkey', 'role_membership_pkey is unique');
+select hasnt_index('public', 'role_membership', 'rolesync_role_membership_key',
+  'without Aleph''s Alembic ledger the primary key stays, and the index 000010 built for rolesync''s own key is gone');
+select is_empty(
+  $$select conname from pg_catalog.pg_constraint
+     where conrelid = 'public.role_membership'::regclass and contype in ('p', 'u')
+       and conname <> 'role_membership_pkey'$$,
+  'no other key on role_membership: one unique index on (member_id, group_id)');
 select has_index('public', 'role_membership', 'role_membership_group_id_member_id_idx',
   array['group_id', 'member_id'], 'an index leads with group_id, for member listings');
 select fk_ok('public', 'role_membership', 'group_id', 'public', 'role', 'id', 'group_id references role.id');
@@ -48,17 +55,26 @@ select is_empty(
      where conrelid = 'public.role_membership'::regclass and contype = 'c'$$,
   'the NOT NULL check scaffolding is gone once the columns are NOT NULL');
 
-select columns_are('public', 'role_membership_removed',
+-- rolesync's own tables live in schema rolesync (000012), out of Aleph's public.
+select has_schema('rolesync', 'rolesync has a schema of its own');
+select tables_are('rolesync', array['role_membership_removed', 'role_membership_version'],
+  'schema rolesync holds exactly the archive and the version table');
+select hasnt_table('public', 'role_membership_removed', 'the archive is no longer in public');
+select hasnt_table('public', 'role_membership_version', 'the version table is no longer in public');
+select has_sequence('rolesync', 'role_membership_removed_id_seq', 'the archive''s identity sequence moved with it');
+
+select columns_are('rolesync', 'role_membership_removed',
   array['id', 'group_id', 'member_id', 'reason', 'removed_at', 'removed_by'],
   'the archive keeps each removed row with a reason, a time and who removed it');
-select col_not_null('public', 'role_membership_removed', 'reason', 'every archived row has a reason');
+select col_is_pk('rolesync', 'role_membership_removed', 'id', 'each archived row has its own id');
+select col_not_null('rolesync', 'role_membership_removed', 'reason', 'every archived row has a reason');
 select throws_ok(
-  $$insert into public.role_membership_removed (group_id, member_id, reason) values (1, 2, 'whim')$$,
+  $$insert into rolesync.role_membership_removed (group_id, member_id, reason) values (1, 2, 'whim')$$,
   '23514', null, 'the archive accepts only the known reasons');
-select hasnt_fk('public', 'role_membership_removed', 'the archive has no foreign keys: it outlives the roles');
+select hasnt_fk('rolesync', 'role_membership_removed', 'the archive has no foreign keys: it outlives the roles');
 
-select col_is_pk('public', 'role_membership_version', 'member_id', 'one version row per member');
-select columns_are('public', 'role_membership_version', array['member_id', 'version', 'changed_at'],
+select col_is_pk('rolesync', 'role_membership_version', 'member_id', 'one version row per member');
+select columns_are('rolesync', 'role_membership_version', array['member_id', 'version', 'changed_at'],
   'a version row holds the member''s change count and when it last changed');
 
 select has_view('public', 'role_membership_duplicates', 'the monitoring view exists');

@@ -42,7 +42,7 @@ end $$;
 -- Rows this transaction inserted, updated and deleted so far, per table.
 create function pg_temp.writes() returns table (relname name, ins bigint, upd bigint, del bigint) language sql as $$
   select s.relname, s.n_tup_ins, s.n_tup_upd, s.n_tup_del from pg_catalog.pg_stat_xact_user_tables s
-   where s.schemaname = 'public' and s.relname in ('role', 'role_membership', 'role_membership_version')
+   where (s.schemaname, s.relname) in (('public', 'role'), ('public', 'role_membership'), ('rolesync', 'role_membership_version'))
 $$;
 create temp view groups_of as
   select u.foreign_id as member, g.foreign_id as grp

@@ -55,8 +55,8 @@ select results_eq(
 create temp table writes_before as
   select relname, n_tup_ins, n_tup_upd, n_tup_del, n_tup_hot_upd
     from pg_catalog.pg_stat_xact_user_tables
-   where schemaname = 'public' and relname in ('role_membership', 'role_membership_version');
-create temp table version_before as select * from public.role_membership_version;
+   where (schemaname, relname) in (('public', 'role_membership'), ('rolesync', 'role_membership_version'));
+create temp table version_before as select * from rolesync.role_membership_version;
 select results_eq(
   $$select added, removed from public.sync_role_memberships(1, array[14, 13])$$,
   $$values (array[]::integer[], array[]::integer[])$$,
@@ -64,15 +64,15 @@ select results_eq(
 select results_eq(
   $$select relname, n_tup_ins, n_tup_upd, n_tup_del, n_tup_hot_upd
       from pg_catalog.pg_stat_xact_user_tables
-     where schemaname = 'public' and relname in ('role_membership', 'role_membership_version')
+     where (schemaname, relname) in (('public', 'role_membership'), ('rolesync', 'role_membership_version'))
      order by relname$$,
   $$select * from writes_before order by relname$$,
   'the no-op inserts, updates and deletes no row (pg_stat_xact_user_tables)');
-select set_eq('select * from public.role_membership_version', 'select * from version_before',
+select set_eq('select * from rolesync.role_membership_version', 'select * from version_before',
   'the no-op leaves the member''s version alone');
 
 -- Each change bumps the member's version
-select is((select version from public.role_membership_version where member_id = 1), 5::bigint,
+select is((select version from rolesync.role_membership_version where member_id = 1), 5::bigint,
   'each changing call bumped the member''s version once');
 
 -- Empty list removes everything
