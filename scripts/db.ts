@@ -4,12 +4,14 @@
  *
  * With DATABASE_URL set, its server is used (databases are created beside the
  * one it names, and dropped afterwards). Without it, a throwaway embedded
- * PostgreSQL 17 is started (scripts/embedded.ts) and stopped after.
+ * PostgreSQL is started (scripts/embedded.ts) and stopped after: 17, or the
+ * major ROLESYNC_PG_MAJOR names (10 to 18). With both set, the server's major
+ * must be the one named.
  */
 import pg from "pg";
 import { withClient, redact } from "../src/pg.ts";
 import { randomBytes } from "node:crypto";
-import { EmbeddedServerError, startEmbedded } from "./embedded.ts";
+import { MAJOR_ENV, OneLineError, requestedMajor, startEmbedded } from "./embedded.ts";
 
 export interface Server {
   /** "embedded": started by this process; "external": DATABASE_URL's server. */
@@ -67,6 +69,7 @@ export function externalServer(adminUrl: string, major = 0): Server {
 
 export async function startServer(opts: StartOptions = {}): Promise<Server> {
   const log = opts.log ?? (() => {});
+  const requested = requestedMajor();
   const external = process.env.DATABASE_URL;
   if (external) {
     const major = await serverMajor(external).catch((e: Error) => {
@@ -75,6 +78,12 @@ export async function startServer(opts: StartOptions = {}): Promise<Server> {
           "hint: check the server is running, or unset DATABASE_URL to use an embedded PostgreSQL",
       );
     });
+    if (requested !== null && requested !== major) {
+      throw new OneLineError(
+        `${MAJOR_ENV}=${requested}, but DATABASE_URL's server (${redact(external)}) is PostgreSQL ${major}: ` +
+          `unset ${MAJOR_ENV} to use that server, or unset DATABASE_URL to run an embedded PostgreSQL ${requested}`,
+      );
+    }
     log(`using PostgreSQL ${major} at ${redact(external)}`);
     return externalServer(external, major);
   }
@@ -83,8 +92,17 @@ export async function startServer(opts: StartOptions = {}): Promise<Server> {
     "max_connections=200",
     ...(opts.durable ? [] : ["fsync=off", "full_page_writes=off", "synchronous_commit=off"]),
   ];
-  const embedded = await startEmbedded({ settings, log });
+  // Its own lines go to `log`; without one, a download's line still reaches stderr.
+  const embedded = await startEmbedded({ settings, log: opts.log });
   const major = await serverMajor(embedded.url);
+  if (requested !== null && requested !== major) {
+    // Only ROLESYNC_PG_BIN_DIR can bring this about: its binaries are another major's.
+    await embedded.stop();
+    throw new OneLineError(
+      `${MAJOR_ENV}=${requested}, but the binaries in ROLESYNC_PG_BIN_DIR (${process.env.ROLESYNC_PG_BIN_DIR}) are PostgreSQL ${major}: ` +
+        `unset one of the two`,
+    );
+  }
   log(`started embedded PostgreSQL ${major}`);
   return {
     kind: "embedded",
@@ -103,7 +121,7 @@ export async function startServerOrExit(opts: StartOptions & { name: string }): 
   try {
     return await startServer(opts);
   } catch (e) {
-    const known = e instanceof EmbeddedServerError || /^cannot connect to DATABASE_URL/.test((e as Error).message);
+    const known = e instanceof OneLineError || /^cannot connect to DATABASE_URL/.test((e as Error).message);
     console.error(`${opts.name}: ${known ? (e as Error).message.replace(/\n/g, " ") : ((e as Error).stack ?? e)}`);
     process.exit(1);
   }
@@ -128,9 +146,34 @@ export async function createDatabase(
   return server.url(name);
 }
 
+/**
+ * Drops a database even while sessions are connected to it. PostgreSQL 13+
+ * does that itself (WITH (FORCE)); before 13 the other sessions are
+ * terminated first, and the drop is retried while a session that connected
+ * meanwhile still holds it (55006, object_in_use). The version is asked of the
+ * server, since a Server made by externalServer() may not know it.
+ */
 export async function dropDatabase(server: Server, name: string): Promise<void> {
   await withClient(server.adminUrl, async (c) => {
-    // WITH (FORCE) is PostgreSQL 13+, the oldest version this package supports.
-    await c.query(`drop database if exists ${pg.escapeIdentifier(name)} with (force)`);
+    const { rows } = await c.query<{ v: string }>("select current_setting('server_version_num') as v");
+    const drop = `drop database if exists ${pg.escapeIdentifier(name)}`;
+    if (Number(rows[0].v) >= 130000) {
+      await c.query(`${drop} with (force)`);
+      return;
+    }
+    for (let attempt = 1; ; attempt++) {
+      await c.query(
+        "select pg_catalog.pg_terminate_backend(pid) from pg_catalog.pg_stat_activity " +
+          "where datname = $1 and pid <> pg_catalog.pg_backend_pid()",
+        [name],
+      );
+      try {
+        // DROP DATABASE itself waits up to 5 s for the terminated sessions to exit.
+        await c.query(drop);
+        return;
+      } catch (e) {
+        if ((e as { code?: string }).code !== "55006" || attempt >= 5) throw e;
+      }
+    }
   });
 }

