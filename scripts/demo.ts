@@ -106,10 +106,12 @@ async function story(url: string, serverLabel: string) {
     );
     say("   the dedupe archived in rolesync.role_membership_removed:");
     for (const a of archived) say(`     ${a.reason}: group ${a.group_id}, member ${a.member_id} (${a.n} row)`);
+    // The constraint that keys the table now (on PostgreSQL 10 and 11, rolesync's unique key).
     const { rows: pk } = await admin.query(
-      "select pg_get_constraintdef(oid) as def from pg_constraint where conname = 'role_membership_pkey'",
+      `select c.conname, pg_get_constraintdef(c.oid) as def from pg_constraint c
+        where c.conrelid = 'role_membership'::regclass and c.conname = rolesync.role_membership_key()`,
     );
-    say(`   role_membership_pkey: ${pk[0].def}`);
+    say(`   ${pk[0].conname}: ${pk[0].def}`);
     const { rows: after } = await tab1.query(
       "select count(*)::int as n from role_membership where group_id = $1 and member_id = $2",
       [token[0], alice.id],
@@ -191,7 +193,7 @@ async function storm(url: string, admin: pg.Client): Promise<StormReport> {
             if (pre[0].existed && !res.added.length && !res.removed.length) {
               const { rows } = await c.query<{ written: string; xid: string | null }>(
                 `select coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) as written,
-                        pg_current_xact_id_if_assigned()::text as xid
+                        txid_current_if_assigned()::text as xid
                    from pg_stat_xact_user_tables where schemaname = 'public'`,
               );
               r.noops++;

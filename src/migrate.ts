@@ -11,7 +11,8 @@
  *   hook migrations/hooks/aleph-tables.sql as the session setting
  *   rolesync.create_aleph_schema on every connection graphile-migrate opens.
  */
-import { readFileSync } from "node:fs";
+import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -139,45 +140,14 @@ export async function runMigrations(opts: MigrateOptions): Promise<MigrateResult
   };
 
   const retries = opts.lockRetries ?? 30;
-  for (let attempt = 1; ; attempt++) {
-    const stopWatching = watchProgress(opts.databaseUrl, APPLICATION_NAME, opts.progressIntervalMs ?? 1000, (p) =>
-      emit({ type: "progress", ...p }),
-    );
-    try {
-      // forceActions: the hooks run on every run, so that a key Aleph's own
-      // upgrade added since the last run replaces rolesync's (hooks/drop-redundant-key.sql).
-      await migrate(settings, false, true);
-      await stopWatching();
-      clearAllPools();
-      break;
-    } catch (e) {
-      await stopWatching();
-      clearAllPools();
-      const err = e as { code?: string; message: string; hint?: string };
-      const lockTimeout = err.code === "55P03";
-      const busy = /Failed to get exclusive lock/.test(err.message);
-      if ((lockTimeout || busy) && attempt <= retries) {
-        const delayMs = Math.min(200 * 2 ** Math.min(attempt, 5), 5000) * (0.5 + Math.random());
-        emit({
-          type: "retry",
-          attempt,
-          delayMs: Math.round(delayMs),
-          reason: lockTimeout
-            ? "a lock on role_membership was not granted within lock_timeout (a long transaction holds it)"
-            : "another migration is running",
-        });
-        await sleep(delayMs);
-        continue;
-      }
-      throw new MigrationError(
-        err.message,
-        err.code,
-        err.hint ??
-          (lockTimeout
-            ? "A long-running transaction keeps role_membership locked: find it in pg_stat_activity, end it, and run the migration again."
-            : undefined),
-      );
+  const folder = settings.migrationsFolder;
+  const compat = await withClient(url, (c) => compatFolder(c, folder));
+  try {
+    for (const migrationsFolder of compat ? [compat, folder] : [folder]) {
+      await migrateFolder({ ...settings, migrationsFolder });
     }
+  } finally {
+    if (compat) rmSync(compat, { recursive: true, force: true });
   }
   const ended = Date.now();
   const steps = executed.map((name, i) => ({
@@ -186,4 +156,84 @@ export async function runMigrations(opts: MigrateOptions): Promise<MigrateResult
   }));
   emit({ type: "done", executed, seconds: (ended - started) / 1000, steps });
   return { executed, steps };
+
+  async function migrateFolder(settings: Record<string, unknown>): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      const stopWatching = watchProgress(opts.databaseUrl, APPLICATION_NAME, opts.progressIntervalMs ?? 1000, (p) =>
+        emit({ type: "progress", ...p }),
+      );
+      try {
+        // forceActions: the hooks run on every run, so that a key Aleph's own
+        // upgrade added since the last run replaces rolesync's (hooks/drop-redundant-key.sql).
+        await migrate(settings, false, true);
+        await stopWatching();
+        clearAllPools();
+        break;
+      } catch (e) {
+        await stopWatching();
+        clearAllPools();
+        const err = e as { code?: string; message: string; hint?: string };
+        const lockTimeout = err.code === "55P03";
+        const busy = /Failed to get exclusive lock/.test(err.message);
+        if ((lockTimeout || busy) && attempt <= retries) {
+          const delayMs = Math.min(200 * 2 ** Math.min(attempt, 5), 5000) * (0.5 + Math.random());
+          emit({
+            type: "retry",
+            attempt,
+            delayMs: Math.round(delayMs),
+            reason: lockTimeout
+              ? "a lock on role_membership was not granted within lock_timeout (a long transaction holds it)"
+              : "another migration is running",
+          });
+          await sleep(delayMs);
+          continue;
+        }
+        throw new MigrationError(
+          err.message,
+          err.code,
+          err.hint ??
+            (lockTimeout
+              ? "A long-running transaction keeps role_membership locked: find it in pg_stat_activity, end it, and run the migration again."
+              : undefined),
+        );
+      }
+    }
+  }
+}
+
+/** The last migration of 0.1.0's chain, which the versions in migrations/compat/pg10-11 stand in for. */
+const COMPAT_LAST = "000008";
+
+/**
+ * PostgreSQL 10 and 11 cannot run 0.1.0's migrations 000001-000008 as
+ * written (MATERIALIZED, plan_cache_mode and EXECUTE FUNCTION are newer), and
+ * those files are released, so they stay as they are. For these servers
+ * migrations/compat/pg10-11 holds the files that differ, each under its
+ * original's name and headers (so the ledger records the same chain) with
+ * graphile-migrate's AllowInvalidHash. This composes a folder of them and
+ * the unchanged originals, up to 000008, with the hooks; null when the
+ * server is 12+ or the ledger is past 000008.
+ */
+async function compatFolder(client: pg.Client, migrationsFolder: string): Promise<string | null> {
+  const { rows } = await client.query<{ major: number; ledger: boolean }>(
+    `select current_setting('server_version_num')::integer / 10000 as major,
+            pg_catalog.to_regclass('graphile_migrate.migrations') is not null as ledger`,
+  );
+  if (rows[0].major >= 12) return null;
+  if (rows[0].ledger) {
+    const { rows: last } = await client.query<{ filename: string | null }>(
+      "select max(filename) as filename from graphile_migrate.migrations",
+    );
+    if (last[0].filename && last[0].filename >= `${COMPAT_LAST}.sql`) return null;
+  }
+  const compat = path.join(packageRoot, "migrations", "compat", "pg10-11");
+  const dir = mkdtempSync(path.join(tmpdir(), "rolesync-migrations-"));
+  mkdirSync(path.join(dir, "committed"));
+  for (const file of readdirSync(path.join(migrationsFolder, "committed"))) {
+    if (!/^\d{6}/.test(file) || file.slice(0, 6) > COMPAT_LAST) continue;
+    const from = existsSync(path.join(compat, file)) ? path.join(compat, file) : path.join(migrationsFolder, "committed", file);
+    copyFileSync(from, path.join(dir, "committed", file));
+  }
+  cpSync(path.join(migrationsFolder, "hooks"), path.join(dir, "hooks"), { recursive: true });
+  return dir;
 }

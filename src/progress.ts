@@ -33,6 +33,17 @@ export function watchProgress(
     } catch {
       return; // progress is a nicety; the work reports its own errors
     }
+    // pg_stat_progress_create_index is PostgreSQL 12+; before, progress is the statement and its wait.
+    const { rows: v } = await client
+      .query<{ n: number }>("select current_setting('server_version_num')::integer as n")
+      .catch(() => ({ rows: [{ n: 0 }] }));
+    const progress = v[0].n >= 120000
+      ? `p.phase, p.blocks_done, p.blocks_total, p.lockers_total, p.lockers_done
+             from pg_catalog.pg_stat_activity a
+             left join pg_catalog.pg_stat_progress_create_index p on p.pid = a.pid`
+      : `null::text as phase, null::bigint as blocks_done, null::bigint as blocks_total,
+                  null::bigint as lockers_total, null::bigint as lockers_done
+             from pg_catalog.pg_stat_activity a`;
     while (!stop.signal.aborted) {
       await sleep(intervalMs, undefined, { signal: stop.signal }).catch(() => {});
       if (stop.signal.aborted) break;
@@ -50,9 +61,7 @@ export function watchProgress(
           `select a.query,
                   extract(epoch from now() - a.query_start)::float8 as seconds,
                   nullif(concat_ws(':', a.wait_event_type, a.wait_event), '') as wait,
-                  p.phase, p.blocks_done, p.blocks_total, p.lockers_total, p.lockers_done
-             from pg_catalog.pg_stat_activity a
-             left join pg_catalog.pg_stat_progress_create_index p on p.pid = a.pid
+                  ${progress}
             where a.application_name = $1 and a.state = 'active' and a.pid <> pg_backend_pid()`,
           [applicationName],
         )

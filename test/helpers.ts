@@ -172,3 +172,9 @@ export function percentile(sorted: number[], p: number): number {
   if (!sorted.length) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
+
+/** The server's major version (10 … 18), for the few expectations that differ by version. */
+export async function serverMajor(client: pg.Client): Promise<number> {
+  const { rows } = await client.query<{ n: number }>("select current_setting('server_version_num')::integer / 10000 as n");
+  return rows[0].n;
+}

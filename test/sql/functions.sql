@@ -34,8 +34,10 @@ select isnt_definer('public', 'role_membership_guard', array[]::text[], 'the gua
 
 select is(
   (select proconfig from pg_catalog.pg_proc where oid = 'public.sync_role_memberships(integer, integer[], text)'::regprocedure),
-  array['search_path=pg_catalog, pg_temp', 'plan_cache_mode=force_generic_plan'],
-  'sync pins search_path, and plans its statements once per session (generic plans)');
+  array['search_path=pg_catalog, pg_temp']
+    || case when current_setting('server_version_num')::integer >= 120000
+            then array['plan_cache_mode=force_generic_plan'] else '{}' end,
+  'sync pins search_path, and plans its statements once per session (generic plans, PostgreSQL 12+)');
 select is(
   (select proconfig from pg_catalog.pg_proc where oid = 'public.dedupe_role_memberships()'::regprocedure),
   array['search_path=pg_catalog, pg_temp'], 'dedupe pins search_path');
@@ -55,7 +57,10 @@ select isnt_definer('public', 'sync_role_memberships_by_foreign_id', array['text
   'by_foreign_id runs as the caller');
 select is(
   (select proconfig from pg_catalog.pg_proc where oid = 'public.sync_role_memberships_by_foreign_id(text, text[], text)'::regprocedure),
-  array['search_path=pg_catalog, pg_temp', 'plan_cache_mode=force_generic_plan'], 'by_foreign_id pins search_path, generic plans');
+  array['search_path=pg_catalog, pg_temp']
+    || case when current_setting('server_version_num')::integer >= 120000
+            then array['plan_cache_mode=force_generic_plan'] else '{}' end,
+  'by_foreign_id pins search_path, generic plans (PostgreSQL 12+)');
 select function_privs_are('public', 'sync_role_memberships_by_foreign_id', array['text', 'text[]', 'text'], 'rolesync_app',
   array['EXECUTE'], 'the application role may sync by foreign id');
 
