@@ -1,0 +1,111 @@
+/*
+ * How long a login waits while `rolesync migrate` adopts a big pre-4.1
+ * table: the longest wait of one writer (Aleph's legacy insert, one row per
+ * transaction every 20 ms) before the migration and during it, on the
+ * harness's server (ROLESYNC_PG_MAJOR picks the embedded major).
+ *
+ *   node --import tsx scripts/writer-wait.ts [--rows 1000000]
+ *
+ * The table is Aleph 4.0's role_membership (no key, nullable columns, no
+ * index: the legacy login's DELETE is a sequential scan), 1% of its pairs
+ * duplicated and 1,000 NULL rows added; Aleph's Alembic ledger says 4.0, so
+ * rolesync keys it under its own name. docs/benchmarks.md records the
+ * results.
+ */
+import pg from "pg";
+import { setTimeout as sleep } from "node:timers/promises";
+import { createDatabase, dropDatabase, startServerOrExit, uniqueName, withClient } from "./db.ts";
+import { runMigrations } from "../src/migrate.ts";
+
+/** Aleph 4.0's role and role_membership (Alembic 8adf50aadcb0), with its ledger, as an operator's database has them. */
+const ALEPH_40 = `
+create type public.role_type as enum ('user', 'group', 'system');
+create table public.role (
+  id serial primary key, created_at timestamp, updated_at timestamp, deleted_at timestamp,
+  foreign_id varchar(2048) not null constraint role_foreign_id_key unique, name varchar not null,
+  email varchar, api_key varchar, is_admin boolean not null, is_muted boolean not null,
+  type public.role_type not null, password_digest varchar, reset_token varchar, locale varchar,
+  is_blocked boolean not null, is_tester boolean not null, last_login_at timestamp);
+create table public.role_membership (group_id integer, member_id integer);
+create table public.alembic_version (version_num varchar(32) not null constraint alembic_version_pkc primary key);
+insert into public.alembic_version values ('8adf50aadcb0');`;
+
+const args = process.argv.slice(2);
+const rows = Number(args[args.indexOf("--rows") + 1] || 1_000_000);
+if (!Number.isInteger(rows) || rows < 5) {
+  console.error("writer-wait: --rows must be a whole number of at least 5");
+  process.exit(2);
+}
+const users = Math.ceil(rows / 5);
+const log = (s: string) => console.log(`[writer-wait] ${s}`);
+
+const server = await startServerOrExit({ durable: true, log, name: "[writer-wait]" });
+const name = uniqueName("rolesync_writer_wait");
+let exitCode = 0;
+try {
+  const url = await createDatabase(server, name);
+  log(`PostgreSQL ${server.major}: loading ${(users * 5).toLocaleString("en")} memberships, 1% duplicated, and 1,000 NULL rows`);
+  await withClient(url, async (c) => {
+    await c.query(ALEPH_40);
+    await c.query(
+      `insert into public.role (foreign_id, name, type, is_admin, is_muted, is_blocked, is_tester)
+       select 'group:g' || g, 'g' || g, 'group'::public.role_type, false, false, false, false from generate_series(1, 1000) g
+       union all
+       select 'oidc:u' || u, 'u' || u, 'user'::public.role_type, false, false, false, false from generate_series(1, $1) u`,
+      [users],
+    );
+    await c.query(
+      `insert into public.role_membership (group_id, member_id)
+       select 1 + (u * 7 + k * 131) % 1000, 1000 + u from generate_series(1, $1) u, generate_series(0, 4) k`,
+      [users],
+    );
+    await c.query("insert into public.role_membership select group_id, member_id from public.role_membership where member_id % 100 = 0");
+    await c.query(
+      `insert into public.role_membership
+       select null, 1000 + g from generate_series(1, 500) g union all select g, null from generate_series(1, 500) g`,
+    );
+    await c.query(`alter table public.role_membership
+                     add constraint role_membership_group_id_fkey foreign key (group_id) references public.role (id) not valid,
+                     add constraint role_membership_member_id_fkey foreign key (member_id) references public.role (id) not valid`);
+    await c.query("vacuum analyze");
+    await c.query("checkpoint");
+  });
+
+  let phase = "before" as "before" | "during" | "done";
+  const waits = { before: [] as number[], during: [] as number[] };
+  const writer = (async () => {
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    const member = 1000 + users;
+    for (let i = 0; phase !== "done"; i++) {
+      const t = performance.now();
+      const at = phase;
+      await c.query("begin");
+      await c.query("insert into public.role_membership (group_id, member_id) values ($1, $2)", [1 + (i % 1000), member]);
+      await c.query("commit");
+      waits[at].push(performance.now() - t);
+      await sleep(20);
+    }
+    await c.end();
+  })();
+  await sleep(3000);
+  phase = "during";
+  const t0 = performance.now();
+  const result = await runMigrations({ databaseUrl: url });
+  const seconds = (performance.now() - t0) / 1000;
+  phase = "done";
+  await writer;
+  const max = (w: number[]) => Math.max(...w).toFixed(0);
+  log(
+    `PostgreSQL ${server.major}, ${(users * 5).toLocaleString("en")} rows: migration ${seconds.toFixed(1)} s ` +
+      `(${result.executed.length} migrations); the writer's longest wait: before ${max(waits.before)} ms ` +
+      `(${waits.before.length} writes), during ${max(waits.during)} ms (${waits.during.length} writes)`,
+  );
+} catch (e) {
+  console.error(`[writer-wait] failed: ${(e as Error).stack ?? e}`);
+  exitCode = 1;
+} finally {
+  await dropDatabase(server, name).catch(() => {});
+  await server.stop();
+}
+process.exit(exitCode);
