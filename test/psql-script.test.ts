@@ -1,0 +1,142 @@
+/*
+ * `rolesync sql`, the psql-only path: the script applies what `rolesync
+ * migrate` applies, on a dirty Aleph database, with psql alone; a second run
+ * changes nothing; afterwards the runner and the check see it applied.
+ */
+import { afterAll, expect, test } from "vitest";
+import { spawn } from "node:child_process";
+import { cpSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import type pg from "pg";
+import { psqlScript } from "../src/psql.ts";
+import { packageRoot, runMigrations } from "../src/migrate.ts";
+import { APP_ROLE } from "../scripts/harness.ts";
+import { pgEnv } from "../scripts/pgtap.ts";
+import { alephPre41Dirty, DIRTY_ROWS, fingerprint } from "./fixtures.ts";
+import { createRoles, createTestDatabase, groupsOf, sync, withPgClient, type TestDatabase } from "./helpers.ts";
+
+const databases: TestDatabase[] = [];
+const dir = mkdtempSync(path.join(tmpdir(), "rolesync-psql-"));
+afterAll(async () => {
+  for (const db of databases) await db.drop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const script = path.join(dir, "rolesync.sql");
+writeFileSync(script, psqlScript({ version: "0.0.0-test", command: "rolesync sql (test)" }));
+
+/** Runs psql as an operator would: the URL's parts in PG* variables, the script with -f. */
+function psql(url: string, args: string[]): Promise<{ code: number; output: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn("psql", ["-X", ...args], { env: { ...process.env, ...pgEnv(url) } });
+    let output = "";
+    child.stdout.on("data", (d) => (output += d));
+    child.stderr.on("data", (d) => (output += d));
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code: code ?? -1, output }));
+  });
+}
+
+async function dirtyAleph(): Promise<TestDatabase> {
+  const db = await createTestDatabase({ empty: true });
+  databases.push(db);
+  await withPgClient(db.url, alephPre41Dirty);
+  return db;
+}
+
+const applied = async (c: pg.Client) =>
+  (await c.query<{ filename: string }>("select filename from graphile_migrate.migrations order by filename")).rows.map(
+    (r) => r.filename,
+  );
+
+test("the script carries the package version and the command that made it, and says how to apply it", () => {
+  const text = psqlScript({ version: "9.9.9", command: "rolesync sql > rolesync.sql" });
+  expect(text).toMatch(/^-- rolesync 9\.9\.9: every migration `rolesync migrate` applies, as one psql script\.\n-- Made by: rolesync sql > rolesync\.sql\n/);
+  expect(text).toContain("psql -v ON_ERROR_STOP=1 -v app_role=");
+  expect(text).toContain("Not with psql -1 (--single-transaction), which it refuses");
+});
+
+test("psql -v ON_ERROR_STOP=1 -f, twice, on a dirty pre-4.1 Aleph database: migrated, then nothing changes; the runner and the check agree", async () => {
+  const db = await dirtyAleph();
+  const first = await psql(db.url, ["-v", "ON_ERROR_STOP=1", "-v", `app_role=${APP_ROLE}`, "-f", script]);
+  expect(first.code, first.output).toBe(0);
+  expect(first.output).toMatch(/rolesync: 000001-schema\.sql[\s\S]*rolesync: 000012-aleph-life-cycle\.sql[\s\S]*rolesync: done/);
+  const after = await withPgClient(db.url, async (c) => {
+    const { rows } = await c.query<{ check_name: string; ok: boolean }>("select check_name, ok from public.role_membership_check()");
+    expect(rows.filter((r) => !r.ok)).toEqual([]);
+    const { rows: removed } = await c.query<{ n: number }>("select count(*)::int as n from rolesync.role_membership_removed");
+    const { duplicates, triplicates, nullRows } = DIRTY_ROWS;
+    expect(removed[0].n).toBe(duplicates + 2 * triplicates + nullRows);
+    // The app role got the grants, from -v app_role.
+    const { rows: grant } = await c.query(
+      "select has_function_privilege($1, 'public.sync_role_memberships(integer, integer[], text)', 'execute') as ok",
+      [APP_ROLE],
+    );
+    expect(grant[0].ok).toBe(true);
+    expect((await applied(c)).length).toBe(12);
+    return fingerprint(c);
+  });
+
+  const second = await psql(db.url, ["-v", "ON_ERROR_STOP=1", "-v", `app_role=${APP_ROLE}`, "-f", script]);
+  expect(second.code, second.output).toBe(0);
+  expect(second.output).not.toMatch(/rolesync: 0000\d\d-/); // no migration ran again
+  expect(await withPgClient(db.url, fingerprint)).toEqual(after);
+
+  // `rolesync migrate` finds everything applied, and the sync works.
+  expect((await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE })).executed).toEqual([]);
+  await withPgClient(db.url, async (c) => {
+    const { users, groups } = await createRoles(c, { users: 1, groups: 2 });
+    expect(await sync(c, users[0], groups)).toEqual({ added: groups, removed: [] });
+    expect(await groupsOf(c, users[0])).toEqual(groups);
+  });
+});
+
+test("without -v app_role the connecting user gets the grants", async () => {
+  const db = await dirtyAleph();
+  const run = await psql(db.url, ["-v", "ON_ERROR_STOP=1", "-f", script]);
+  expect(run.code, run.output).toBe(0);
+  await withPgClient(db.url, async (c) => {
+    const { rows } = await c.query(
+      `select has_schema_privilege(current_user, 'rolesync', 'usage') as usage,
+              has_function_privilege($1, 'public.sync_role_memberships(integer, integer[], text)', 'execute') as app`,
+      [APP_ROLE],
+    );
+    expect(rows[0]).toEqual({ usage: true, app: false });
+  });
+});
+
+test("psql -1 is refused before anything runs (25001, with the way round), and nothing is applied", async () => {
+  const db = await dirtyAleph();
+  const run = await psql(db.url, ["-1", "-f", script]);
+  expect(run.code).not.toBe(0);
+  expect(run.output).toMatch(/ERROR: {2}rolesync\.sql cannot run inside one transaction \(psql -1, --single-transaction\)/);
+  expect(run.output).toMatch(/HINT: {2}CREATE INDEX CONCURRENTLY and VACUUM cannot run in a transaction block/);
+  await withPgClient(db.url, async (c) => {
+    const { rows } = await c.query("select to_regclass('graphile_migrate.migrations') as ledger, to_regnamespace('rolesync') as schema");
+    expect(rows[0]).toEqual({ ledger: null, schema: null });
+  });
+});
+
+test("a database rolesync 0.1.0 migrated: the script applies what came after, and nothing of 0.1.0 again", async () => {
+  const db = await dirtyAleph();
+  // 0.1.0's migrations only (000001-000008), through the runner.
+  const release010 = path.join(dir, "0.1.0");
+  cpSync(path.join(packageRoot, "migrations"), release010, {
+    recursive: true,
+    filter: (src) => !/committed\/0000(09|[1-9]\d)/.test(src) && !src.endsWith("current.sql"),
+  });
+  const old = await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE, migrationsFolder: release010 });
+  expect(old.executed.at(-1)).toBe("000008-sync-by-foreign-id.sql");
+  const run = await psql(db.url, ["-v", "ON_ERROR_STOP=1", "-v", `app_role=${APP_ROLE}`, "-f", script]);
+  expect(run.code, run.output).toBe(0);
+  expect(run.output).toMatch(/rolesync: 000009-sync-oauth-login\.sql[\s\S]*rolesync: 000012-aleph-life-cycle\.sql/);
+  expect(run.output).not.toMatch(/rolesync: 00000[1-8]-/);
+  await withPgClient(db.url, async (c) => {
+    expect((await applied(c)).length).toBe(12);
+    const { rows } = await c.query("select count(*)::int as n from rolesync.role_membership_removed");
+    const { duplicates, triplicates, nullRows } = DIRTY_ROWS;
+    expect(rows[0].n).toBe(duplicates + 2 * triplicates + nullRows); // 0.1.0's archive, moved
+  });
+  expect((await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE })).executed).toEqual([]);
+});
