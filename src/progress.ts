@@ -62,7 +62,8 @@ export function watchProgress(
                   extract(epoch from now() - a.query_start)::float8 as seconds,
                   nullif(concat_ws(':', a.wait_event_type, a.wait_event), '') as wait,
                   ${progress}
-            where a.application_name = $1 and a.state = 'active' and a.pid <> pg_backend_pid()`,
+            where a.application_name = $1 and a.datname = current_database()
+              and a.state = 'active' and a.pid <> pg_backend_pid()`,
           [applicationName],
         )
         .catch(() => ({ rows: [] }));
