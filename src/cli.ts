@@ -3,31 +3,54 @@
  * into the database (or into the migration runner) and a way to print it.
  *
  * Exit codes: 0 ok; 1 `check` found a problem; 2 usage error (bad arguments,
- * no database URL); 3 PostgreSQL refused the operation (its SQLSTATE is
- * shown); 4 the database could not be reached.
+ * no or a malformed database URL); 3 PostgreSQL refused the operation (its
+ * SQLSTATE is shown; a statement timeout is 57014); 4 the database could not
+ * be reached (a connect timeout included); 5 rolesync is not installed in
+ * that database (`sync`, `dedupe`, and `dedupe --dry-run` where Aleph's table
+ * is missing too; `status` reports it and exits 0, `check` reports it as a
+ * problem and exits 1).
+ *
+ * Every connection gives up connecting after --connect-timeout seconds
+ * (default 10), and the read-only commands (status, check, dedupe --dry-run)
+ * cancel a statement after --statement-timeout seconds (default 60), so that
+ * a server that accepts the connection and never answers, or a lock held by
+ * a long transaction, cannot hang them.
  */
 import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { Command, CommanderError, Option } from "commander";
 import pg from "pg";
 import { runMigrations, MigrationError, packageRoot, type MigrateEvent } from "./migrate.ts";
+import { psqlScript } from "./psql.ts";
 import { syncRoleMemberships } from "./client.ts";
 import { watchProgress, withApplicationName } from "./progress.ts";
-import { redact, withClient } from "./pg.ts";
+import { ConnectTimeoutError, databaseUrlProblem, redact, withClient, type ClientOptions } from "./pg.ts";
 
-export const EXIT = { ok: 0, problem: 1, usage: 2, refused: 3, unreachable: 4 } as const;
+export const EXIT = { ok: 0, problem: 1, usage: 2, refused: 3, unreachable: 4, notInstalled: 5 } as const;
 
-class UsageError extends Error {}
-/** The database is not in a state the command can work with; the hint says what to do. */
-class StateError extends Error {
-  constructor(message: string, readonly hint: string) {
+/** What every command says when the database has no rolesync yet. */
+export const NOT_INSTALLED = "rolesync is not installed in this database: run `rolesync migrate`";
+
+const DEFAULT_CONNECT_TIMEOUT_S = 10;
+const DEFAULT_STATEMENT_TIMEOUT_S = 60;
+
+class UsageError extends Error {
+  constructor(message: string, readonly hint?: string) {
     super(message);
+  }
+}
+/** rolesync's functions are missing: exit 5, with a hint naming what is missing. */
+class NotInstalledError extends Error {
+  constructor(readonly hint: string) {
+    super(NOT_INSTALLED);
   }
 }
 
 interface Globals {
   databaseUrl?: string;
   json?: boolean;
+  connectTimeout?: string;
+  statementTimeout?: string;
 }
 
 /** Where a command writes: stdout for the result, stderr for progress when --json owns stdout. */
@@ -42,7 +65,16 @@ class Out {
   }
 }
 
-function context(cmd: Command): { url: string; out: Out } {
+interface Context {
+  url: string;
+  out: Out;
+  /** For the commands that change things (migrate, dedupe, sync): the connect timeout only. */
+  write: ClientOptions;
+  /** For the read-only ones (status, check, dedupe --dry-run): the statement timeout too. */
+  read: ClientOptions;
+}
+
+function context(cmd: Command): Context {
   const globals = cmd.optsWithGlobals<Globals>();
   const url = globals.databaseUrl ?? process.env.DATABASE_URL;
   if (!url) {
@@ -50,12 +82,49 @@ function context(cmd: Command): { url: string; out: Out } {
       "no database given: set DATABASE_URL or pass --database-url postgres://user@host:5432/dbname",
     );
   }
-  return { url, out: new Out(Boolean(globals.json)) };
+  const problem = databaseUrlProblem(url);
+  if (problem) {
+    throw new UsageError(
+      `${globals.databaseUrl !== undefined ? "--database-url" : "DATABASE_URL"} is not a PostgreSQL URL: ${problem}`,
+      "Give it as postgres://user:password@host:5432/dbname (percent-encode reserved characters).",
+    );
+  }
+  const connectTimeoutMs = timeoutMs(globals.connectTimeout, "--connect-timeout", "ROLESYNC_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT_S);
+  const statementTimeoutMs = timeoutMs(globals.statementTimeout, "--statement-timeout", "ROLESYNC_STATEMENT_TIMEOUT", DEFAULT_STATEMENT_TIMEOUT_S);
+  return {
+    url,
+    out: new Out(Boolean(globals.json)),
+    write: { connectTimeoutMs },
+    read: { connectTimeoutMs, statementTimeoutMs },
+  };
+}
+
+/** Seconds from the option, else the environment variable, else the default; in ms, 0 for none. */
+function timeoutMs(option: string | undefined, flag: string, env: string, defaultSeconds: number): number {
+  const [value, from] = option !== undefined ? [option, flag] : process.env[env] ? [process.env[env]!, env] : [String(defaultSeconds), ""];
+  const ms = /^\s*\d+(\.\d+)?\s*$/.test(value) ? Math.round(Number(value) * 1000) : NaN;
+  if (!Number.isFinite(ms) || ms > 2 ** 31 - 1) {
+    throw new UsageError(`${from} must be a number of seconds (0 for none), not "${value}"`);
+  }
+  return ms;
 }
 
 async function installed(c: pg.Client, fn: string): Promise<boolean> {
   const { rows } = await c.query<{ ok: boolean }>("select pg_catalog.to_regprocedure($1) is not null as ok", [fn]);
   return rows[0].ok;
+}
+
+async function alephTablesExist(c: pg.Client): Promise<boolean> {
+  const { rows } = await c.query<{ ok: boolean }>("select pg_catalog.to_regclass('public.role_membership') is not null as ok");
+  return rows[0].ok;
+}
+
+/** The hint of a NotInstalledError: what is missing, and what to run first. */
+async function notInstalledHint(c: pg.Client, missing: string): Promise<string> {
+  return (await alephTablesExist(c))
+    ? `${missing} is missing; \`rolesync status\` lists the pending migrations.`
+    : "Aleph's tables are missing too (no public.role_membership): run `aleph upgrade` first, " +
+        "or `rolesync migrate --create-aleph-schema` for a standalone database.";
 }
 
 function describeEvent(e: MigrateEvent): string | null {
@@ -93,12 +162,16 @@ interface CheckRow {
 }
 
 async function migrateCommand(opts: { appRole?: string; lockRetries: string; createAlephSchema?: boolean }, cmd: Command) {
-  const { url, out } = context(cmd);
+  const { url, out, write } = context(cmd);
   const lockRetries = Number(opts.lockRetries);
   if (!Number.isInteger(lockRetries) || lockRetries < 0) {
     throw new UsageError(`--lock-retries must be a whole number, not ${opts.lockRetries}`);
   }
   out.line(`rolesync: migrating ${redact(url)}`);
+  // graphile-migrate opens its own pools from the URL, and pg reads no connect
+  // timeout from a URL (?connect_timeout= is for libpq only): one connection
+  // first, with the timeout, so that an unreachable or silent server fails fast.
+  await withClient(url, async () => {}, write);
   const result = await runMigrations({
     databaseUrl: url,
     appRole: opts.appRole ?? process.env.ROLESYNC_APP_ROLE,
@@ -113,23 +186,20 @@ async function migrateCommand(opts: { appRole?: string; lockRetries: string; cre
 }
 
 async function checkCommand(_opts: unknown, cmd: Command) {
-  const { url, out } = context(cmd);
+  const { url, out, read } = context(cmd);
   const rows = await withClient(url, async (c): Promise<CheckRow[]> => {
     if (await installed(c, "public.role_membership_check()")) {
       return (await c.query<CheckRow>("select * from public.role_membership_check()")).rows;
     }
-    // Not migrated yet: still say how dirty the table is, with the seed's query.
-    const { rows: t } = await c.query<{ exists: boolean }>(
-      "select pg_catalog.to_regclass('public.role_membership') is not null as exists",
-    );
+    // Not migrated yet: a problem (exit 1) like any other, and how dirty the table is, with the seed's query.
     const base: CheckRow = {
       check_name: "installed",
       ok: false,
       count: null,
-      detail: "rolesync is not installed here, or not up to date (role_membership_check() is missing)",
-      hint: "Run `rolesync migrate`.",
+      detail: NOT_INSTALLED,
+      hint: await notInstalledHint(c, "public.role_membership_check()"),
     };
-    if (!t[0].exists) return [base];
+    if (!(await alephTablesExist(c))) return [base];
     const { rows: d } = await c.query<{ surplus: string; nulls: string }>(
       `select (select coalesce(sum(copies - 1), 0) from (select count(*) as copies from public.role_membership
                 where group_id is not null and member_id is not null
@@ -141,7 +211,7 @@ async function checkCommand(_opts: unknown, cmd: Command) {
       { check_name: "duplicates", ok: d[0].surplus === "0", count: d[0].surplus, detail: `${d[0].surplus} surplus copies of stored pairs`, hint: null },
       { check_name: "null_rows", ok: d[0].nulls === "0", count: d[0].nulls, detail: `${d[0].nulls} row(s) with a NULL group_id or member_id`, hint: null },
     ];
-  });
+  }, read);
   const ok = rows.every((r) => r.ok);
   out.result(
     { ok, checks: rows.map((r) => ({ ...r, count: r.count === null ? null : Number(r.count) })) },
@@ -157,9 +227,11 @@ async function checkCommand(_opts: unknown, cmd: Command) {
 }
 
 async function dedupeCommand(opts: { dryRun?: boolean }, cmd: Command) {
-  const { url, out } = context(cmd);
+  const { url, out, read, write } = context(cmd);
   if (opts.dryRun) {
     const result = await withClient(url, async (c) => {
+      // Works before migrating, on Aleph's table; without it there is nothing to count.
+      if (!(await alephTablesExist(c))) throw new NotInstalledError(await notInstalledHint(c, "public.role_membership"));
       const { rows: stats } = await c.query<{ pairs: string; surplus: string; nulls: string }>(
         `select count(*) as pairs, coalesce(sum(copies - 1), 0) as surplus,
                 (select count(*) from public.role_membership where group_id is null or member_id is null) as nulls
@@ -182,7 +254,7 @@ async function dedupeCommand(opts: { dryRun?: boolean }, cmd: Command) {
         wouldRemove: Number(s.surplus) + Number(s.nulls),
         worst: top.map((t) => ({ groupId: t.group_id, memberId: t.member_id, copies: Number(t.copies) })),
       };
-    });
+    }, read);
     out.result(result, () => {
       console.log(
         `dry run: would remove ${result.wouldRemove} row(s): ${result.surplusCopies} surplus copies of ` +
@@ -196,9 +268,10 @@ async function dedupeCommand(opts: { dryRun?: boolean }, cmd: Command) {
   const appName = "rolesync-dedupe";
   const { removed, archive } = await withClient(withApplicationName(url, appName), async (c) => {
     if (!(await installed(c, "public.dedupe_role_memberships()"))) {
-      throw new StateError(
-        "dedupe_role_memberships() is not installed in this database",
-        "Run `rolesync migrate`: it installs the guard and dedupes, in that order. `rolesync dedupe --dry-run` works before.",
+      throw new NotInstalledError(
+        (await alephTablesExist(c))
+          ? "public.dedupe_role_memberships() is missing. `rolesync migrate` installs the guard and dedupes, in that order; `rolesync dedupe --dry-run` counts before."
+          : await notInstalledHint(c, "public.dedupe_role_memberships()"),
       );
     }
     const stop = watchProgress(url, appName, 1000, (p) => out.line(`  … dedupe running (${p.seconds} s)`));
@@ -213,26 +286,31 @@ async function dedupeCommand(opts: { dryRun?: boolean }, cmd: Command) {
     } finally {
       await stop();
     }
-  });
+  }, write);
   out.result({ removed }, () => console.log(`removed ${removed} row(s); each is archived in ${archive}`));
 }
 
 async function syncCommand(roleId: string, groupIds: string[], opts: { none?: boolean }, cmd: Command) {
-  const { url, out } = context(cmd);
+  const { url, out, write } = context(cmd);
   const member = parseId(roleId, "role-id");
   if (groupIds.length === 0 && !opts.none) {
     throw new UsageError("no group ids given: pass them, or --none to remove every membership");
   }
   if (groupIds.length > 0 && opts.none) throw new UsageError("--none and group ids exclude each other");
   const groups = groupIds.map((g) => parseId(g, "group-id"));
-  const result = await withClient(url, (c) => syncRoleMemberships(c, member, groups));
+  const result = await withClient(url, async (c) => {
+    if (!(await installed(c, "public.sync_role_memberships(integer, integer[], text)"))) {
+      throw new NotInstalledError(await notInstalledHint(c, "public.sync_role_memberships()"));
+    }
+    return syncRoleMemberships(c, member, groups);
+  }, write);
   out.result(result, () => {
     console.log(`member ${member}: added [${result.added.join(", ")}], removed [${result.removed.join(", ")}]`);
   });
 }
 
 async function statusCommand(_opts: unknown, cmd: Command) {
-  const { url, out } = context(cmd);
+  const { url, out, read } = context(cmd);
   const available = readdirSync(path.join(packageRoot, "migrations", "committed"))
     .filter((f) => f.endsWith(".sql"))
     .sort();
@@ -301,7 +379,7 @@ async function statusCommand(_opts: unknown, cmd: Command) {
         membersSynced: versions,
       },
     };
-  });
+  }, read);
   out.result(status, () => {
     const r = status.roleMembership;
     console.log(`${status.database} on ${status.server}`);
@@ -309,7 +387,7 @@ async function statusCommand(_opts: unknown, cmd: Command) {
       `migrations: ${status.migrations.applied} of ${status.migrations.available} applied` +
         (status.migrations.pending.length ? `; pending: ${status.migrations.pending.join(", ")}` : ""),
     );
-    if (!status.installed) console.log("rolesync is not installed here: run `rolesync migrate`");
+    if (!status.installed) console.log(NOT_INSTALLED);
     if (!r.exists) {
       console.log("role_membership: missing (Aleph's tables are not installed here: `aleph upgrade` first)");
       return;
@@ -343,19 +421,30 @@ function describeKey(key: string | null, primary: boolean): string {
   return `${key} (unique, until Aleph's 4.1 upgrade adds role_membership_pkey)`;
 }
 
+function packageVersion(): string {
+  return (JSON.parse(readFileSync(path.join(packageRoot, "package.json"), "utf8")) as { version: string }).version;
+}
+
 export function buildProgram(): Command {
   const program = new Command("rolesync")
     .description("Race-free group-membership sync for PostgreSQL (Aleph's role_membership).")
     .addOption(new Option("--database-url <url>", "the database (default: $DATABASE_URL)"))
-    .version(
-      (JSON.parse(readFileSync(path.join(packageRoot, "package.json"), "utf8")) as { version: string }).version,
-    )
+    .version(packageVersion())
     .option("--json", "machine-readable output on stdout (progress goes to stderr)")
+    .option(
+      "--connect-timeout <seconds>",
+      `give up connecting after this long, 0 for never (default: $ROLESYNC_CONNECT_TIMEOUT, else ${DEFAULT_CONNECT_TIMEOUT_S})`,
+    )
+    .option(
+      "--statement-timeout <seconds>",
+      `status, check and dedupe --dry-run: cancel a statement after this long, 0 for never (default: $ROLESYNC_STATEMENT_TIMEOUT, else ${DEFAULT_STATEMENT_TIMEOUT_S})`,
+    )
     .showHelpAfterError("(run with --help for usage)")
     .exitOverride()
     .addHelpText(
       "after",
-      "\nExit codes: 0 ok, 1 check found a problem, 2 usage error, 3 PostgreSQL refused (SQLSTATE shown), 4 database unreachable.",
+      "\nExit codes: 0 ok, 1 check found a problem, 2 usage error, 3 PostgreSQL refused (SQLSTATE shown; 57014 a statement timeout),\n" +
+        "4 database unreachable (a connect timeout too), 5 rolesync not installed in the database (run `rolesync migrate`).",
     );
 
   program
@@ -399,6 +488,18 @@ export function buildProgram(): Command {
     .description("show the server, the migrations applied and pending, and role_membership's size and key")
     .action(statusCommand);
 
+  program
+    .command("sql")
+    .description("print one psql script that applies what `migrate` applies, for a database reached with psql alone")
+    .addHelpText(
+      "after",
+      "\nApply it with: psql -v ON_ERROR_STOP=1 -v app_role=<your app's role> -f rolesync.sql \"$DATABASE_URL\"\n" +
+        "It needs no database URL here, and refuses psql -1 (--single-transaction). docs/aleph.md has docker-compose and Helm.",
+    )
+    .action(() => {
+      process.stdout.write(psqlScript({ version: packageVersion(), command: "rolesync sql" }));
+    });
+
   return program;
 }
 
@@ -420,15 +521,27 @@ function reportError(e: unknown, json: boolean): number {
     // --help ends here too, with exit code 0; commander has printed the message.
     return e.exitCode === 0 ? EXIT.ok : EXIT.usage;
   }
-  const err = e as { code?: string; message?: string; hint?: string };
+  const err = e as { code?: string; message?: string; hint?: string; syscall?: string };
   let code: number = EXIT.refused;
   let sqlstate: string | undefined;
   let hint: string | undefined;
   if (e instanceof UsageError) {
     code = EXIT.usage;
-  } else if (e instanceof StateError) {
     hint = e.hint;
-  } else if (err.code && /^(ECONNREFUSED|ENOTFOUND|ETIMEDOUT|EHOSTUNREACH|ECONNRESET|08\w{3}|3D000|28P01|28000)$/.test(err.code)) {
+  } else if (e instanceof NotInstalledError) {
+    code = EXIT.notInstalled;
+    hint = e.hint;
+  } else if (e instanceof ConnectTimeoutError) {
+    code = EXIT.unreachable;
+    hint =
+      "Check the host and port (is PostgreSQL listening there?) and the network; a slow server needs more time: " +
+      "--connect-timeout <seconds> or ROLESYNC_CONNECT_TIMEOUT (0 = wait forever).";
+  } else if (
+    err.code &&
+    (/^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|ECONNRESET|08\w{3}|3D000|28P01|28000)$/.test(err.code) ||
+      // A Unix socket (?host=/dir) that is not there, or not ours to open.
+      (/^(ENOENT|EACCES)$/.test(err.code) && err.syscall === "connect"))
+  ) {
     code = EXIT.unreachable;
     sqlstate = /^\w{5}$/.test(err.code) ? err.code : undefined;
     hint = "Check the URL, that the server is running, and the credentials.";
@@ -442,7 +555,8 @@ function reportError(e: unknown, json: boolean): number {
   if (json) {
     process.stdout.write(JSON.stringify({ error: { exitCode: code, sqlstate: sqlstate ?? null, message, hint: hint ?? null } }) + "\n");
   }
-  console.error(`rolesync: ${sqlstate ? `ERROR ${sqlstate}: ` : ""}${message}`);
+  // "rolesync: " before every error, but not before one that starts with the name already.
+  console.error(sqlstate ? `rolesync: ERROR ${sqlstate}: ${message}` : message.startsWith("rolesync ") ? message : `rolesync: ${message}`);
   if (hint) console.error(`hint: ${hint}`);
   return code;
 }
@@ -459,6 +573,9 @@ export function hintFor(code: string): string {
     "42501": "The connecting role lacks a privilege: connect as the owner of the tables.",
     "40001": "A concurrent change won: retry the whole transaction.",
     "40P01": "A deadlock was broken: retry the whole transaction.",
+    "57014":
+      "A statement ran past the statement timeout (status, check, dedupe --dry-run: --statement-timeout or " +
+      `ROLESYNC_STATEMENT_TIMEOUT, default ${DEFAULT_STATEMENT_TIMEOUT_S} s, 0 = none), usually waiting for a lock a long transaction holds (see pg_stat_activity); or an administrator cancelled it.`,
     RS010: "role_membership has another primary key: drop it first; rolesync keys the table on (member_id, group_id).",
     RS011: "An index build was interrupted: run `rolesync migrate` again; it rebuilds the index.",
     RS012: "Aleph's tables are missing: run `aleph upgrade` first, or pass --create-aleph-schema for a standalone database.",

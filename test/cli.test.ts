@@ -3,11 +3,12 @@
  * every command, its --help, its exit codes and its --json output.
  */
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import net from "node:net";
 import path from "node:path";
 import { packageRoot } from "../src/migrate.ts";
 import { APP_ROLE } from "../scripts/harness.ts";
 import { alephPre41Dirty, DIRTY_ROWS } from "./fixtures.ts";
-import { createTestDatabase, runNode, serverMajor, withPgClient, type TestDatabase } from "./helpers.ts";
+import { connect, createRoles, createTestDatabase, runNode, serverMajor, withPgClient, type TestDatabase } from "./helpers.ts";
 
 interface Run {
   code: number;
@@ -20,6 +21,15 @@ function rolesync(args: string[], env: Record<string, string | undefined> = {}):
 }
 
 const json = (run: Run) => JSON.parse(run.stdout.trim().split("\n").pop()!);
+
+/** A run and how long it took, in ms. */
+async function timed(args: string[], env: Record<string, string | undefined> = {}): Promise<Run & { ms: number }> {
+  const started = Date.now();
+  const run = await rolesync(args, env);
+  return { ...run, ms: Date.now() - started };
+}
+
+const NOT_INSTALLED = "rolesync is not installed in this database: run `rolesync migrate`";
 
 let dirty: TestDatabase;
 let migrated: TestDatabase;
@@ -48,6 +58,10 @@ describe("help and usage", () => {
     expect(run.code).toBe(0);
     for (const cmd of ["migrate", "check", "dedupe", "sync", "status"]) expect(run.stdout).toContain(cmd);
     expect(run.stdout).toMatch(/Exit codes: 0 ok, 1 check found a problem, 2 usage error/);
+    expect(run.stdout).toMatch(/4 database unreachable \(a connect timeout too\), 5 rolesync not installed in the database/);
+    expect(run.stdout).toMatch(/--connect-timeout <seconds>\s+give up connecting after this long, 0 for never \(default: \$ROLESYNC_CONNECT_TIMEOUT, else 10\)/);
+    expect(run.stdout).toMatch(/--statement-timeout <seconds>\s+status, check and dedupe --dry-run: cancel a statement after this long/);
+    expect(run.stdout).toMatch(/\(default: \$ROLESYNC_STATEMENT_TIMEOUT, else 60\)/);
   });
 
   test("`migrate --help` documents --create-aleph-schema and the refusal without Aleph's tables", async () => {
@@ -84,7 +98,7 @@ describe("on a dirty pre-4.1 Aleph database", () => {
     expect(out.ok).toBe(false);
     expect(out.checks).toEqual(
       expect.arrayContaining([
-        expect.objectContaining({ check_name: "installed", ok: false }),
+        expect.objectContaining({ check_name: "installed", ok: false, detail: NOT_INSTALLED }),
         expect.objectContaining({ check_name: "duplicates", ok: false, count: surplus }),
         expect.objectContaining({ check_name: "null_rows", ok: false, count: nullRows }),
       ]),
@@ -108,10 +122,40 @@ describe("on a dirty pre-4.1 Aleph database", () => {
     expect(human.stdout).toMatch(new RegExp(`would remove ${surplus + nullRows} row\\(s\\).*Nothing was changed`));
   });
 
-  test("dedupe without the migrations: exit 3 and a hint to migrate", async () => {
+  test("dedupe without the migrations: exit 5, not installed, and a hint to migrate", async () => {
     const run = await rolesync(["dedupe"], { DATABASE_URL: dirty.url });
-    expect(run.code).toBe(3);
-    expect(run.stderr).toMatch(/hint: Run `rolesync migrate`/);
+    expect(run.code).toBe(5);
+    expect(run.stderr).toBe(
+      `${NOT_INSTALLED}\nhint: public.dedupe_role_memberships() is missing. \`rolesync migrate\` installs the guard and dedupes, ` +
+        "in that order; `rolesync dedupe --dry-run` counts before.\n",
+    );
+    const refused = await rolesync(["--json", "dedupe"], { DATABASE_URL: dirty.url });
+    expect(refused.code).toBe(5);
+    expect(json(refused)).toEqual({
+      error: { exitCode: 5, sqlstate: null, message: NOT_INSTALLED, hint: expect.stringContaining("dedupe_role_memberships() is missing") },
+    });
+  });
+
+  test("sync without the migrations: exit 5, not installed (no raw 42883 and its type-cast hint)", async () => {
+    const run = await rolesync(["sync", "1", "2"], { DATABASE_URL: dirty.url });
+    expect(run.code).toBe(5);
+    expect(run.stderr).toBe(
+      `${NOT_INSTALLED}\nhint: public.sync_role_memberships() is missing; \`rolesync status\` lists the pending migrations.\n`,
+    );
+    expect(run.stderr).not.toMatch(/42883|explicit type casts/);
+    expect(json(await rolesync(["--json", "sync", "1", "--none"], { DATABASE_URL: dirty.url }))).toMatchObject({
+      error: { exitCode: 5, sqlstate: null, message: NOT_INSTALLED },
+    });
+  });
+
+  test("status before migrating: exit 0, not installed, the table and no key", async () => {
+    const run = await rolesync(["--json", "status"], { DATABASE_URL: dirty.url });
+    expect(run.code, run.stderr).toBe(0);
+    expect(json(run)).toMatchObject({ installed: false, migrations: { applied: 0 }, roleMembership: { exists: true, key: null } });
+    const human = await rolesync(["status"], { DATABASE_URL: dirty.url });
+    expect(human.code).toBe(0);
+    expect(human.stdout).toContain(NOT_INSTALLED);
+    expect(human.stdout).toMatch(/key NONE \(run `rolesync migrate`\), guard trigger no/);
   });
 
   test("migrate: each migration shown; --json lists them; a second run applies none", async () => {
@@ -200,10 +244,47 @@ describe("on an empty database", () => {
     const human = await rolesync(["status"], { DATABASE_URL: empty.url });
     expect(human.code, human.stderr).toBe(0);
     expect(human.stdout).toMatch(/^migrations: 0 of \d+ applied; pending: 000001-schema\.sql/m);
-    expect(human.stdout).toContain("rolesync is not installed here: run `rolesync migrate`");
+    expect(human.stdout).toContain(NOT_INSTALLED);
     expect(human.stdout).toMatch(/role_membership: missing/);
     expect(human.stderr).toBe("");
   });
+
+  test("check: exit 1, not installed, and that Aleph's tables are missing too", async () => {
+    const run = await rolesync(["--json", "check"], { DATABASE_URL: empty.url });
+    expect(run.code, run.stderr).toBe(1);
+    expect(json(run)).toEqual({
+      ok: false,
+      checks: [
+        {
+          check_name: "installed",
+          ok: false,
+          count: null,
+          detail: NOT_INSTALLED,
+          hint: expect.stringMatching(/^Aleph's tables are missing too .*`aleph upgrade` first, or `rolesync migrate --create-aleph-schema`/),
+        },
+      ],
+    });
+    const human = await rolesync(["check"], { DATABASE_URL: empty.url });
+    expect(human.code).toBe(1);
+    expect(human.stdout).toMatch(/^FAIL\s+installed\s+rolesync is not installed in this database: run `rolesync migrate`$/m);
+    expect(human.stdout).toMatch(/problems found \(exit 1\)/);
+  });
+
+  test.each(["dedupe --dry-run", "dedupe", "sync 1 2"])(
+    "`%s`: exit 5, not installed, Aleph's tables missing too; no raw 42P01 or 42883",
+    async (command) => {
+      const args = command.split(" ");
+      const run = await rolesync(args, { DATABASE_URL: empty.url });
+      expect(run.code).toBe(5);
+      expect(run.stderr).toBe(
+        `${NOT_INSTALLED}\nhint: Aleph's tables are missing too (no public.role_membership): run \`aleph upgrade\` first, ` +
+          "or `rolesync migrate --create-aleph-schema` for a standalone database.\n",
+      );
+      const refused = await rolesync(["--json", ...args], { DATABASE_URL: empty.url });
+      expect(refused.code).toBe(5);
+      expect(json(refused)).toMatchObject({ error: { exitCode: 5, sqlstate: null, message: NOT_INSTALLED } });
+    },
+  );
 
   test("migrate: exit 3, RS012 and the hint to install Aleph or opt in; nothing migrated", async () => {
     const run = await rolesync(["migrate"], { DATABASE_URL: empty.url });
@@ -354,5 +435,145 @@ describe("status names the constraint that keys role_membership", () => {
     expect(out).toMatchObject({ archivedRows: 1, membersSynced: null });
     expect(human).toContain("archived by the dedupe: 1 row(s)");
     expect(human).not.toContain("members changed by sync_role_memberships");
+  });
+});
+
+describe("a malformed database URL: exit 2, what is wrong, never the password", () => {
+  test.each([
+    ["not-a-url", /--database-url is not a PostgreSQL URL: it is not a URL \(no scheme\)/],
+    ["postgres://", /--database-url is not a PostgreSQL URL: it names no host \(for a Unix socket, give its directory: postgres:\/\/\/dbname\?host=/],
+    ["http://x", /--database-url is not a PostgreSQL URL: its scheme is http:, not postgres: or postgresql:/],
+    ["mysql://u:s3cret@db.example/app", /its scheme is mysql:, not postgres: or postgresql:/],
+    ["postgres:s3cret@db.example/app", /postgres: must be followed by \/\//],
+    ["postgres://u:s3cret@db.example:99999/app", /it cannot be parsed \(check the port/],
+    ["postgres://u:s3cret@db.example:port/app", /it cannot be parsed/],
+    ["postgresql://u:s3cret@/app", /it has a user but no host; for a Unix socket put the user in \?user=/],
+    ["postgres://u:s3cret%zz@db.example/app", /holds a malformed %-escape/],
+  ])("%s", async (url, problem) => {
+    // Checked before any command connects: every command for the first, status for the others.
+    for (const cmd of url === "not-a-url" ? [["status"], ["check"], ["dedupe"], ["sync", "1", "2"], ["migrate"]] : [["status"]]) {
+      const run = await rolesync(["--database-url", url, ...cmd]);
+      expect(run.code, run.stderr).toBe(2);
+      expect(run.stderr).toMatch(problem);
+      expect(run.stderr).toMatch(/^hint: Give it as postgres:\/\/user:password@host:5432\/dbname/m);
+      expect(run.stderr + run.stdout).not.toContain("s3cret");
+      expect(run.stderr).not.toMatch(/ENOTFOUND|getaddrinfo/);
+    }
+  });
+
+  test("from DATABASE_URL, it says so; --json reports it on stdout", async () => {
+    const run = await rolesync(["--json", "check"], { DATABASE_URL: "http://u:s3cret@x/db" });
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(/^rolesync: DATABASE_URL is not a PostgreSQL URL: its scheme is http:/);
+    expect(json(run)).toMatchObject({ error: { exitCode: 2, sqlstate: null, message: expect.stringContaining("DATABASE_URL") } });
+    expect(run.stdout + run.stderr).not.toContain("s3cret");
+  });
+
+  test("a Unix socket directory in ?host= is accepted: a missing one is unreachable (exit 4), not a usage error", async () => {
+    const run = await rolesync(["status"], { DATABASE_URL: "postgres:///app?host=/nonexistent-rolesync-socket-dir&user=u" });
+    expect(run.code).toBe(4);
+    expect(run.stderr).toContain("/nonexistent-rolesync-socket-dir/.s.PGSQL.");
+  });
+});
+
+describe("timeouts", () => {
+  /** A server that accepts every TCP connection and never answers. */
+  let silent: net.Server;
+  let silentUrl: string;
+  const sockets = new Set<net.Socket>();
+  beforeAll(async () => {
+    silent = net.createServer((socket) => {
+      sockets.add(socket);
+      socket.on("error", () => {});
+      socket.on("close", () => sockets.delete(socket));
+    });
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    silentUrl = `postgres://u:s3cret@127.0.0.1:${(silent.address() as net.AddressInfo).port}/app`;
+  });
+  afterAll(async () => {
+    for (const socket of sockets) socket.destroy();
+    await new Promise((resolve) => silent?.close(resolve));
+  });
+
+  test.each(["status", "check", "dedupe --dry-run", "dedupe", "sync 1 2", "migrate"])(
+    "`%s` on a server that never answers: exit 4 after --connect-timeout, with a hint",
+    async (command) => {
+      const run = await timed(["--connect-timeout", "0.5", ...command.split(" ")], { DATABASE_URL: silentUrl });
+      expect(run.code, run.stderr).toBe(4);
+      expect(run.ms).toBeLessThan(5000);
+      expect(run.stderr).toMatch(/^rolesync: no answer from 127\.0\.0\.1:\d+ within 0\.5 s \(connect timeout\)$/m);
+      expect(run.stderr).toMatch(/^hint: Check the host and port .*--connect-timeout <seconds> or ROLESYNC_CONNECT_TIMEOUT \(0 = wait forever\)\.$/m);
+      expect(run.stderr + run.stdout).not.toContain("s3cret");
+    },
+  );
+
+  test("ROLESYNC_CONNECT_TIMEOUT sets it too; --json reports it on stdout", async () => {
+    const run = await timed(["--json", "status"], { DATABASE_URL: silentUrl, ROLESYNC_CONNECT_TIMEOUT: "0.5" });
+    expect(run.code).toBe(4);
+    expect(run.ms).toBeLessThan(5000);
+    expect(json(run)).toEqual({
+      error: { exitCode: 4, sqlstate: null, message: expect.stringMatching(/within 0\.5 s \(connect timeout\)$/), hint: expect.any(String) },
+    });
+  });
+
+  test("the option wins over the variable", async () => {
+    const run = await timed(["--connect-timeout", "0.5", "status"], { DATABASE_URL: silentUrl, ROLESYNC_CONNECT_TIMEOUT: "600" });
+    expect(run.code).toBe(4);
+    expect(run.ms).toBeLessThan(5000);
+  });
+
+  test("a timeout that is not a number of seconds: exit 2", async () => {
+    for (const [args, env, message] of [
+      [["--connect-timeout", "soon", "status"], {}, /--connect-timeout must be a number of seconds \(0 for none\), not "soon"/],
+      [["--statement-timeout", "-1", "status"], {}, /--statement-timeout must be a number of seconds/],
+      [["status"], { ROLESYNC_STATEMENT_TIMEOUT: "1m" }, /ROLESYNC_STATEMENT_TIMEOUT must be a number of seconds \(0 for none\), not "1m"/],
+    ] as const) {
+      const run = await rolesync([...args], { DATABASE_URL: migrated.url, ...env });
+      expect(run.code, run.stderr).toBe(2);
+      expect(run.stderr).toMatch(message);
+    }
+  });
+
+  describe("a statement waiting behind a lock", () => {
+    let locker: Awaited<ReturnType<typeof connect>>;
+    let member: number;
+    beforeAll(async () => {
+      ({ users: [member] } = await withPgClient(migrated.url, (c) => createRoles(c, { users: 1 })));
+      locker = await connect(migrated.url);
+      await locker.query("begin");
+      await locker.query("lock table public.role_membership in access exclusive mode");
+    });
+    afterAll(async () => {
+      await locker?.query("rollback").catch(() => {});
+      await locker?.end();
+    });
+
+    test.each(["status", "check", "dedupe --dry-run"])(
+      "`%s` (read-only): exit 3, 57014, after --statement-timeout, with a hint",
+      async (command) => {
+        const run = await timed(["--statement-timeout", "0.5", ...command.split(" ")], { DATABASE_URL: migrated.url });
+        expect(run.code, run.stderr).toBe(3);
+        expect(run.ms).toBeLessThan(5000);
+        expect(run.stderr).toMatch(/^rolesync: ERROR 57014: canceling statement due to statement timeout$/m);
+        expect(run.stderr).toMatch(/^hint: A statement ran past the statement timeout .*--statement-timeout or ROLESYNC_STATEMENT_TIMEOUT, default 60 s, 0 = none\)/m);
+      },
+    );
+
+    test("ROLESYNC_STATEMENT_TIMEOUT sets it too; --json gives the SQLSTATE", async () => {
+      const run = await timed(["--json", "check"], { DATABASE_URL: migrated.url, ROLESYNC_STATEMENT_TIMEOUT: "0.5" });
+      expect(run.code).toBe(3);
+      expect(run.ms).toBeLessThan(5000);
+      expect(json(run)).toMatchObject({ error: { exitCode: 3, sqlstate: "57014" } });
+    });
+
+    test("sync (a write) has no statement timeout: it waits for the lock, then succeeds", async () => {
+      const pending = timed(["--json", "sync", String(member), "--none"], { DATABASE_URL: migrated.url, ROLESYNC_STATEMENT_TIMEOUT: "0.2" });
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      await locker.query("rollback");
+      const run = await pending;
+      expect(run.code, run.stderr).toBe(0);
+      expect(run.ms).toBeGreaterThan(1000);
+      expect(json(run)).toEqual({ added: [], removed: [] });
+    });
   });
 });

@@ -5,7 +5,7 @@
  */
 import { afterAll, expect, test } from "vitest";
 import { spawn } from "node:child_process";
-import { cpSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type pg from "pg";
@@ -14,7 +14,7 @@ import { packageRoot, runMigrations } from "../src/migrate.ts";
 import { APP_ROLE } from "../scripts/harness.ts";
 import { pgEnv } from "../scripts/pgtap.ts";
 import { alephPre41Dirty, DIRTY_ROWS, fingerprint } from "./fixtures.ts";
-import { createRoles, createTestDatabase, groupsOf, sync, withPgClient, type TestDatabase } from "./helpers.ts";
+import { createRoles, createTestDatabase, groupsOf, runNode, sync, withPgClient, type TestDatabase } from "./helpers.ts";
 
 const databases: TestDatabase[] = [];
 const dir = mkdtempSync(path.join(tmpdir(), "rolesync-psql-"));
@@ -24,6 +24,8 @@ afterAll(async () => {
 });
 
 const script = path.join(dir, "rolesync.sql");
+/** How many committed migrations the package has: the script must apply each. */
+const COMMITTED = readdirSync(path.join(packageRoot, "migrations", "committed")).filter((f) => /^\d{6}.*\.sql$/.test(f)).length;
 writeFileSync(script, psqlScript({ version: "0.0.0-test", command: "rolesync sql (test)" }));
 
 /** Runs psql as an operator would: the URL's parts in PG* variables, the script with -f. */
@@ -74,7 +76,7 @@ test("psql -v ON_ERROR_STOP=1 -f, twice, on a dirty pre-4.1 Aleph database: migr
       [APP_ROLE],
     );
     expect(grant[0].ok).toBe(true);
-    expect((await applied(c)).length).toBe(12);
+    expect((await applied(c)).length).toBe(COMMITTED);
     return fingerprint(c);
   });
 
@@ -133,10 +135,21 @@ test("a database rolesync 0.1.0 migrated: the script applies what came after, an
   expect(run.output).toMatch(/rolesync: 000009-sync-oauth-login\.sql[\s\S]*rolesync: 000012-aleph-life-cycle\.sql/);
   expect(run.output).not.toMatch(/rolesync: 00000[1-8]-/);
   await withPgClient(db.url, async (c) => {
-    expect((await applied(c)).length).toBe(12);
+    expect((await applied(c)).length).toBe(COMMITTED);
     const { rows } = await c.query("select count(*)::int as n from rolesync.role_membership_removed");
     const { duplicates, triplicates, nullRows } = DIRTY_ROWS;
     expect(rows[0].n).toBe(duplicates + 2 * triplicates + nullRows); // 0.1.0's archive, moved
   });
   expect((await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE })).executed).toEqual([]);
+});
+
+test("`rolesync sql` prints the script, headed with the package's version and the command", async () => {
+  const { version } = JSON.parse(readFileSync(path.join(packageRoot, "package.json"), "utf8")) as { version: string };
+  const run = await runNode(path.join(packageRoot, "dist", "bin.js"), ["sql"], { DATABASE_URL: undefined });
+  expect(run.code, run.stderr).toBe(0);
+  expect(run.stdout).toBe(psqlScript({ version, command: "rolesync sql" }));
+  expect(run.stdout.split("\n").slice(0, 2)).toEqual([
+    `-- rolesync ${version}: every migration \`rolesync migrate\` applies, as one psql script.`,
+    "-- Made by: rolesync sql",
+  ]);
 });
