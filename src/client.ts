@@ -1,7 +1,8 @@
 /*
  * The thin typed client: one function per SQL function, typed errors
- * mapped from their SQLSTATEs, and a retry helper for callers that run
- * REPEATABLE READ or SERIALIZABLE. No business logic lives here.
+ * mapped from their SQLSTATEs, and withTransaction, which runs several
+ * statements in one transaction and retries it on 40001/40P01. No business
+ * logic lives here.
  */
 
 /** Anything with pg's query(): a pg.Client, a pg.PoolClient or a pg.Pool. */
@@ -67,6 +68,7 @@ const ERRORS: Record<string, new (m: string, c: string, o?: { hint?: string; det
 
 /** Turns a pg error with one of this package's SQLSTATEs into its typed error; anything else is returned as is. */
 export function toRolesyncError(e: unknown): unknown {
+  if (e instanceof RolesyncError) return e; // already typed: not wrapped again
   const err = e as { code?: unknown; message?: string; hint?: string; detail?: string };
   const Cls = typeof err?.code === "string" ? ERRORS[err.code] : undefined;
   return Cls ? new Cls(err.message ?? String(e), err.code as string, { hint: err.hint, detail: err.detail, cause: e }) : e;
@@ -186,18 +188,34 @@ export interface RetryOptions {
   attempts?: number;
   /** Upper bound of the first backoff, doubled each time (default 20 ms). */
   baseDelayMs?: number;
+  /** Called before each retry, with the error and the number of the attempt that failed (1, 2, ...). */
   onRetry?: (error: SerializationError, attempt: number) => void;
 }
 
+function retrySettings(opts: RetryOptions): { attempts: number; baseDelayMs: number } {
+  const attempts = opts.attempts ?? 5;
+  const baseDelayMs = opts.baseDelayMs ?? 20;
+  if (!Number.isInteger(attempts) || attempts < 1) {
+    throw new RangeError(`attempts must be an integer of at least 1, not ${String(attempts)}`);
+  }
+  if (typeof baseDelayMs !== "number" || !(baseDelayMs >= 0)) {
+    throw new RangeError(`baseDelayMs must be a number of at least 0, not ${String(baseDelayMs)}`);
+  }
+  return { attempts, baseDelayMs };
+}
+
 /**
+ * The low-level retry loop under withTransaction; prefer withTransaction.
  * Runs `fn` again when it fails with a serialization failure (40001) or a
- * deadlock (40P01), with jittered exponential backoff. `fn` must run the
- * whole transaction (BEGIN ... COMMIT) on one connection, because a retry
- * needs a fresh snapshot. Other errors are thrown at once.
+ * deadlock (40P01), with jittered exponential backoff; any other error is
+ * thrown at once, typed by toRolesyncError. `fn` must run the whole
+ * transaction on one connection (BEGIN ... COMMIT), because a retry needs a
+ * fresh snapshot, and it must end that transaction on every path: on an error
+ * it must ROLLBACK before it throws, or the retry runs inside the aborted
+ * transaction and fails with 25P02.
  */
 export async function withRetry<T>(fn: () => Promise<T>, opts: RetryOptions = {}): Promise<T> {
-  const attempts = opts.attempts ?? 5;
-  const base = opts.baseDelayMs ?? 20;
+  const { attempts, baseDelayMs } = retrySettings(opts);
   for (let attempt = 1; ; attempt++) {
     try {
       return await fn();
@@ -205,7 +223,176 @@ export async function withRetry<T>(fn: () => Promise<T>, opts: RetryOptions = {}
       const err = toRolesyncError(e);
       if (!(err instanceof SerializationError) || attempt >= attempts) throw err;
       opts.onRetry?.(err, attempt);
-      await new Promise((r) => setTimeout(r, Math.random() * base * 2 ** (attempt - 1)));
+      await new Promise((r) => setTimeout(r, Math.random() * baseDelayMs * 2 ** (attempt - 1)));
     }
+  }
+}
+
+/** The isolation levels withTransaction takes (PostgreSQL runs READ UNCOMMITTED as READ COMMITTED). */
+export type IsolationLevel = "read committed" | "repeatable read" | "serializable";
+const ISOLATION_LEVELS: readonly string[] = ["read committed", "repeatable read", "serializable"];
+
+export interface TransactionOptions extends RetryOptions {
+  /**
+   * The transaction's isolation level, in either letter case (default "read
+   * committed", PostgreSQL's default and Aleph's). At "repeatable read" and
+   * "serializable" a sync whose snapshot predates another sync of the same
+   * member fails with 40001, and withTransaction retries the transaction.
+   */
+  isolationLevel?: IsolationLevel | Uppercase<IsolationLevel>;
+}
+
+/** A connection to run a transaction on: a pg.Client, or a pg.PoolClient the caller checked out. */
+export type TransactionClient = Queryable;
+
+/** pg's clients are EventEmitters: withTransaction listens for "error" and "notice" while it uses one. */
+interface Emitter {
+  on?(event: string, listener: (arg: never) => void): unknown;
+  removeListener?(event: string, listener: (arg: never) => void): unknown;
+}
+
+/** A client checked out of a pool: given back with release(), or release(err) to have the pool discard it. */
+export interface PooledClient extends TransactionClient {
+  release(err?: Error | boolean): void;
+}
+
+/** A pg.Pool, as withTransaction uses it (told apart from a client by its totalCount). */
+export interface ClientPool<C extends PooledClient = PooledClient> {
+  connect(): Promise<C>;
+  readonly totalCount: number;
+}
+
+function isPool(db: ClientPool | TransactionClient): db is ClientPool {
+  return (
+    typeof (db as Partial<PooledClient>).release !== "function" &&
+    typeof (db as Partial<ClientPool>).connect === "function" &&
+    "totalCount" in db
+  );
+}
+
+function beginStatement(level: unknown): string {
+  const normalized = typeof level === "string" ? level.trim().toLowerCase().replace(/\s+/g, " ") : level;
+  if (typeof normalized !== "string" || !ISOLATION_LEVELS.includes(normalized)) {
+    throw new RangeError(
+      `isolationLevel must be one of ${ISOLATION_LEVELS.map((l) => `"${l}"`).join(", ")}, not ${JSON.stringify(level) ?? String(level)}`,
+    );
+  }
+  return `begin isolation level ${normalized}`;
+}
+
+function asError(e: unknown): Error {
+  return e instanceof Error ? e : new Error(String(e));
+}
+
+function stateError(message: string, code: string): Error {
+  return Object.assign(new Error(message), { code });
+}
+
+/**
+ * Runs `fn` in one transaction and retries the whole transaction when
+ * PostgreSQL reports a serialization failure (40001) or a deadlock (40P01).
+ *
+ * With a pg.Pool, each attempt checks out a client, runs
+ * `BEGIN ISOLATION LEVEL <isolationLevel>`, calls `fn(client)`, and COMMITs;
+ * on any error it ROLLBACKs, and the client always goes back to the pool
+ * (with release(err), so the pool discards it, when its connection broke).
+ * With a pg.Client (or a PoolClient you checked out), the same runs on that
+ * connection, which is left open and is not released.
+ *
+ * `fn` may run any statements on `client`, but must not COMMIT or ROLLBACK
+ * itself, and must not keep using `client` after it returns. It runs again on
+ * a retry, so it should do nothing outside the database that cannot be
+ * repeated. 40001 and 40P01 are retried with jittered exponential backoff up
+ * to `attempts` (default 5), after which the SerializationError is thrown;
+ * any other error is thrown at once, typed by toRolesyncError.
+ *
+ * The connection must not already be in a transaction: withTransaction does
+ * not nest, and refuses (25001) rather than commit the caller's transaction.
+ * If `fn` swallows a failed statement, COMMIT cannot commit the aborted
+ * transaction, and withTransaction throws (25P02) instead of returning.
+ */
+export function withTransaction<T, C extends PooledClient = PooledClient>(
+  pool: ClientPool<C>,
+  fn: (client: C) => Promise<T>,
+  options?: TransactionOptions,
+): Promise<T>;
+export function withTransaction<T, C extends TransactionClient>(
+  client: C,
+  fn: (client: C) => Promise<T>,
+  options?: TransactionOptions,
+): Promise<T>;
+export async function withTransaction<T>(
+  db: ClientPool | TransactionClient,
+  fn: (client: never) => Promise<T>,
+  options: TransactionOptions = {},
+): Promise<T> {
+  const begin = beginStatement(options.isolationLevel ?? "read committed");
+  retrySettings(options); // a bad option fails here, before a connection is taken
+  const pooled = isPool(db);
+  return withRetry(() => transactionOnce(db, pooled, begin, fn), options);
+}
+
+async function transactionOnce<T>(
+  db: ClientPool | TransactionClient,
+  pooled: boolean,
+  begin: string,
+  fn: (client: never) => Promise<T>,
+): Promise<T> {
+  const client: TransactionClient = pooled ? await (db as ClientPool).connect() : (db as TransactionClient);
+  // Set when the connection is unusable or in an unknown state: a pool then discards the client.
+  let broken: Error | undefined;
+  // pg emits "error" on a client whose connection dies; with no listener that
+  // would end the process, so keep it while the client is ours.
+  const onError = (e: Error) => {
+    broken ??= e;
+  };
+  // BEGIN inside a transaction is only a warning (25001).
+  let alreadyInTransaction = false;
+  const onNotice = (n: { code?: string }) => {
+    if (n?.code === "25001") alreadyInTransaction = true;
+  };
+  const events = client as Emitter;
+  events.on?.("error", onError);
+  events.on?.("notice", onNotice);
+  let began = false;
+  try {
+    try {
+      await client.query(begin);
+    } catch (e) {
+      // A failed BEGIN leaves the connection in a state we do not know: a pool should not hand it out again.
+      broken ??= asError(e);
+      throw e;
+    }
+    if (alreadyInTransaction) {
+      const err = stateError(
+        "withTransaction: the connection is already in a transaction; withTransaction runs its own and does not nest, so it left that transaction alone",
+        "25001",
+      );
+      broken ??= err; // a pooled connection left inside a transaction: the pool should not hand it out again
+      throw err;
+    }
+    began = true;
+    const result = await fn(client as never);
+    const commit = (await client.query("commit")) as { command?: string };
+    if (commit.command === "ROLLBACK") {
+      throw stateError(
+        "withTransaction: COMMIT rolled the transaction back, because a statement in it failed and fn went on without rethrowing; nothing was committed",
+        "25P02",
+      );
+    }
+    return result;
+  } catch (e) {
+    if (began) {
+      try {
+        await client.query("rollback");
+      } catch (rollbackError) {
+        broken ??= asError(rollbackError);
+      }
+    }
+    throw e;
+  } finally {
+    events.removeListener?.("error", onError);
+    events.removeListener?.("notice", onNotice);
+    if (pooled) (client as PooledClient).release(broken);
   }
 }

@@ -3,6 +3,7 @@ export {
   syncRoleMemberships,
   syncRoleMembershipsByForeignId,
   syncOAuthLogin,
+  withTransaction,
   withRetry,
   toRolesyncError,
   RolesyncError,
@@ -20,6 +21,11 @@ export {
   type SyncByForeignIdResult,
   type OAuthLogin,
   type OAuthLoginResult,
+  type TransactionOptions,
+  type IsolationLevel,
+  type TransactionClient,
+  type PooledClient,
+  type ClientPool,
   type RetryOptions,
 } from "./client.ts";
 export { runMigrations, MigrationError, type MigrateOptions, type MigrateEvent, type MigrateResult } from "./migrate.ts";

@@ -2,12 +2,13 @@
  * The typed client, imported from the package entry as an app would
  * (`import ... from "rolesync"` resolves to the built dist/index.js).
  */
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from "vitest";
 import pg from "pg";
 import {
   syncRoleMemberships,
   syncRoleMembershipsByForeignId,
   syncOAuthLogin,
+  withTransaction,
   withRetry,
   toRolesyncError,
   RolesyncError,
@@ -20,10 +21,11 @@ import {
   UnmanagedGroupError,
   BlockedMemberError,
   SerializationError,
+  type Queryable,
   type SyncResult,
   type OAuthLoginResult,
 } from "rolesync";
-import { connect, createRoles, createTestDatabase, type TestDatabase } from "./helpers.ts";
+import { backendPid, connect, createRoles, createTestDatabase, deferred, groupsOf, type TestDatabase } from "./helpers.ts";
 
 let db: TestDatabase;
 let client: pg.Client;
@@ -207,5 +209,209 @@ describe("withRetry", () => {
     ).catch((e) => e);
     expect(attempts).toBe(3);
     expect(err).toBeInstanceOf(SerializationError);
+  });
+});
+
+describe("withTransaction", () => {
+  let members: number[];
+  let g: number[];
+  let txPool: pg.Pool;
+  /** Every statement the transaction's connections ran, in order; the sync calls shortened to "sync". */
+  let statements: string[];
+
+  const recordStatements = (c: pg.ClientBase) => {
+    const query = c.query.bind(c) as (...args: unknown[]) => unknown;
+    Object.assign(c, {
+      query: (...args: unknown[]) => {
+        if (typeof args[0] === "string") statements.push(/sync_role_memberships\(/.test(args[0]) ? "sync" : args[0]);
+        return query(...args);
+      },
+    });
+  };
+  const expectAllReleased = () => {
+    expect(txPool.idleCount).toBe(txPool.totalCount);
+    expect(txPool.waitingCount).toBe(0);
+  };
+
+  beforeAll(async () => {
+    ({ users: members, groups: g } = await createRoles(client, { users: 5, groups: 3 }));
+  });
+  beforeEach(() => {
+    statements = [];
+    txPool = new pg.Pool({ connectionString: db.url, max: 2 });
+    txPool.on("connect", recordStatements);
+  });
+  afterEach(async () => {
+    await txPool.end();
+  });
+
+  test.each(["pool", "client"] as const)(
+    "with a %s: a real 40001 under REPEATABLE READ is rolled back and retried on a fresh snapshot, which commits",
+    async (kind) => {
+      const member = kind === "pool" ? members[0] : members[1];
+      await syncRoleMemberships(client, member, [g[0]]);
+      const own = kind === "client" ? await connect(db.url) : undefined;
+      if (own) recordStatements(own);
+      try {
+        const snapshotTaken = deferred();
+        const otherCommitted = deferred();
+        const retries: [unknown, number][] = [];
+        let calls = 0;
+        // Session A: takes its snapshot, waits until session B has changed the member, then syncs it.
+        const body = async (c: Queryable) => {
+          calls++;
+          await c.query("select 1"); // the snapshot
+          if (calls === 1) {
+            snapshotTaken.resolve();
+            await otherCommitted.promise;
+          }
+          return syncRoleMemberships(c, member, [g[2]]);
+        };
+        const options = { isolationLevel: "repeatable read", baseDelayMs: 1, onRetry: (e: unknown, n: number) => void retries.push([e, n]) } as const;
+        const a = own ? withTransaction(own, body, options) : withTransaction(txPool, body, options);
+        const settled = a.then(
+          () => "A finished",
+          () => "A failed",
+        );
+        expect(await Promise.race([snapshotTaken.promise.then(() => "A has its snapshot"), settled])).toBe("A has its snapshot");
+        // Session B (another login of the same member) commits after A's snapshot.
+        const b = await withTransaction(client, (c) => syncRoleMemberships(c, member, [g[0], g[1]]), {
+          isolationLevel: "repeatable read",
+        });
+        expect(b).toEqual({ added: [g[1]], removed: [] });
+        otherCommitted.resolve();
+
+        // A's first attempt failed with 40001; the retry diffed against B's commit and committed.
+        expect(await a).toEqual({ added: [g[2]], removed: [g[0], g[1]] });
+        expect(calls).toBe(2);
+        expect(retries).toHaveLength(1);
+        const [error, attempt] = retries[0];
+        expect(error).toBeInstanceOf(SerializationError);
+        expect((error as SerializationError).code).toBe("40001");
+        expect(attempt).toBe(1);
+        expect(await groupsOf(client, member)).toEqual([g[2]]);
+        // The failed attempt ended with a ROLLBACK, so the retry ran in a new transaction, not an aborted one (no 25P02).
+        const begin = "begin isolation level repeatable read";
+        expect(statements).toEqual([begin, "select 1", "sync", "rollback", begin, "select 1", "sync", "commit"]);
+        if (own) {
+          // A Client is left connected, outside any transaction.
+          const { rows } = await client.query("select state from pg_catalog.pg_stat_activity where pid = $1", [await backendPid(own)]);
+          expect(rows[0].state).toBe("idle");
+        } else {
+          expect(txPool.totalCount).toBeGreaterThan(0);
+          expectAllReleased();
+        }
+      } finally {
+        await own?.end();
+      }
+    },
+  );
+
+  test("a non-retryable error (RS001) is thrown at once, typed, after one ROLLBACK, and the client goes back to the pool", async () => {
+    let calls = 0;
+    const retries: number[] = [];
+    const err = await withTransaction(
+      txPool,
+      async (c) => {
+        calls++;
+        return syncRoleMemberships(c, 987654, [g[0]]);
+      },
+      { onRetry: (_e, n) => void retries.push(n) },
+    ).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UnknownMemberError);
+    expect((err as RolesyncError).code).toBe("RS001");
+    expect((err as RolesyncError).cause).not.toBeInstanceOf(RolesyncError); // typed once, not wrapped twice
+    expect(calls).toBe(1);
+    expect(retries).toEqual([]);
+    expect(statements).toEqual(["begin isolation level read committed", "sync", "rollback"]);
+    expect(txPool.totalCount).toBe(1);
+    expectAllReleased();
+  });
+
+  test("a deadlock (40P01) is retried up to `attempts`, each attempt rolled back, then thrown as a SerializationError", async () => {
+    let calls = 0;
+    const retries: number[] = [];
+    const err = await withTransaction(
+      txPool,
+      async () => {
+        calls++;
+        throw Object.assign(new Error("deadlock detected"), { code: "40P01" });
+      },
+      { attempts: 3, baseDelayMs: 1, onRetry: (_e, n) => void retries.push(n) },
+    ).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SerializationError);
+    expect((err as SerializationError).code).toBe("40P01");
+    expect(calls).toBe(3);
+    expect(retries).toEqual([1, 2]);
+    expect(statements).toEqual(Array(3).fill(["begin isolation level read committed", "rollback"]).flat());
+    expectAllReleased();
+  });
+
+  test("commits what fn did and returns its result; the level may be upper case; bad options are refused before connecting", async () => {
+    const result = await withTransaction(txPool, (c) => syncRoleMemberships(c, members[2], [g[0]]), { isolationLevel: "SERIALIZABLE" });
+    expect(result).toEqual({ added: [g[0]], removed: [] });
+    expect(statements).toEqual(["begin isolation level serializable", "sync", "commit"]);
+    expect(await groupsOf(client, members[2])).toEqual([g[0]]);
+    for (const isolationLevel of ["read uncommitted", "snapshot", "serializable; commit", 42]) {
+      await expect(withTransaction(txPool, async () => 1, { isolationLevel: isolationLevel as never })).rejects.toThrow(RangeError);
+    }
+    for (const attempts of [0, 1.5, Number.NaN]) {
+      await expect(withTransaction(txPool, async () => 1, { attempts })).rejects.toThrow(RangeError);
+    }
+    expect(statements).toHaveLength(3); // the refused calls ran nothing
+    expect(txPool.totalCount).toBe(1);
+    expectAllReleased();
+  });
+
+  test("fn that swallows a failed statement: COMMIT cannot commit, so it throws 25P02 and nothing is kept", async () => {
+    const err = await withTransaction(txPool, async (c) => {
+      await syncRoleMemberships(c, members[3], [g[1]]);
+      await c.query("select 1/0").catch(() => {});
+      return "done";
+    }).catch((e: unknown) => e);
+    expect((err as { code?: string }).code).toBe("25P02");
+    expect((err as Error).message).toMatch(/nothing was committed/);
+    expect(await groupsOf(client, members[3])).toEqual([]);
+    expectAllReleased();
+  });
+
+  test("a Client already in a transaction is refused (25001), and that transaction is left alone", async () => {
+    const own = await connect(db.url);
+    try {
+      await own.query("begin");
+      await syncRoleMemberships(own, members[4], [g[2]]);
+      let called = false;
+      const err = await withTransaction(own, async () => {
+        called = true;
+      }).catch((e: unknown) => e);
+      expect((err as { code?: string }).code).toBe("25001");
+      expect(called).toBe(false);
+      const { rows } = await client.query("select state from pg_catalog.pg_stat_activity where pid = $1", [await backendPid(own)]);
+      expect(rows[0].state).toBe("idle in transaction"); // neither committed nor rolled back
+      await own.query("rollback");
+      expect(await groupsOf(client, members[4])).toEqual([]);
+    } finally {
+      await own.end();
+    }
+  });
+
+  test("a connection that breaks inside the transaction is released with its error, so the pool discards it", async () => {
+    const err = await withTransaction(txPool, async (c) => {
+      const { rows } = await c.query<{ pid: number }>("select pg_backend_pid() as pid");
+      await client.query("select pg_terminate_backend($1)", [rows[0].pid]);
+      for (let i = 0; ; i++) {
+        const gone = await client.query("select 1 from pg_catalog.pg_stat_activity where pid = $1", [rows[0].pid]);
+        if (gone.rowCount === 0) break;
+        if (i > 500) throw new Error("the backend did not end");
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      await c.query("select 1");
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(Error);
+    expect(err).not.toBeInstanceOf(RolesyncError);
+    expect(txPool.totalCount).toBe(0); // discarded, not handed out again
+    expectAllReleased();
+    // The pool still works: it opens a new connection.
+    expect(await withTransaction(txPool, (c) => syncRoleMemberships(c, members[4], []))).toEqual({ added: [], removed: [] });
   });
 });
