@@ -579,6 +579,7 @@ export function hintFor(code: string): string {
     RS010: "role_membership has another primary key: drop it first; rolesync keys the table on (member_id, group_id).",
     RS011: "An index build was interrupted: run `rolesync migrate` again; it rebuilds the index.",
     RS012: "Aleph's tables are missing: run `aleph upgrade` first, or pass --create-aleph-schema for a standalone database.",
+    RS013: "graphile_migrate.migrations holds migrations that are not this rolesync's: run the newer rolesync that migrated it; rolesync cannot share the ledger with another application.",
   };
   return hints[code] ?? "See the SQLSTATE table in the README.";
 }

@@ -141,7 +141,10 @@ export async function runMigrations(opts: MigrateOptions): Promise<MigrateResult
 
   const retries = opts.lockRetries ?? 30;
   const folder = settings.migrationsFolder;
-  const compat = await withClient(url, (c) => compatFolder(c, folder));
+  const compat = await withClient(url, async (c) => {
+    await refuseForeignLedger(c, folder);
+    return compatFolder(c, folder);
+  });
   try {
     for (const migrationsFolder of compat ? [compat, folder] : [folder]) {
       await migrateFolder({ ...settings, migrationsFolder });
@@ -199,6 +202,56 @@ export async function runMigrations(opts: MigrateOptions): Promise<MigrateResult
       }
     }
   }
+}
+
+/** Each committed migration's ledger name (000001.sql) and hash, as graphile-migrate records them. */
+export function committedLedger(migrationsFolder = path.join(packageRoot, "migrations")): Map<string, string> {
+  const ledger = new Map<string, string>();
+  for (const file of readdirSync(path.join(migrationsFolder, "committed")).sort()) {
+    if (!/^\d{6}.*\.sql$/.test(file)) continue;
+    const hash = /^--! Hash: (\S+)$/m.exec(readFileSync(path.join(migrationsFolder, "committed", file), "utf8"))?.[1];
+    if (hash) ledger.set(`${file.slice(0, 6)}.sql`, hash);
+  }
+  return ledger;
+}
+
+/**
+ * graphile-migrate keeps one ledger per database, graphile_migrate.migrations,
+ * and runs only files numbered after the last one it recorded. If another
+ * application of this database uses graphile-migrate too, its rows are
+ * there: rolesync would then run nothing and report success, or start in
+ * the middle of its chain; and rolesync's rows would make that application
+ * skip its own. So a ledger holding any row that is not one of rolesync's
+ * migrations is refused, before anything is changed (RS013).
+ */
+async function refuseForeignLedger(client: pg.Client, migrationsFolder: string): Promise<void> {
+  const { rows: exists } = await client.query<{ ok: boolean }>(
+    "select pg_catalog.to_regclass('graphile_migrate.migrations') is not null as ok",
+  );
+  if (!exists[0].ok) return;
+  const ours = committedLedger(migrationsFolder);
+  const { rows } = await client.query<{ filename: string; hash: string }>(
+    "select filename, hash from graphile_migrate.migrations order by filename",
+  );
+  const foreign = rows.filter((r) => ours.get(r.filename) !== r.hash);
+  if (foreign.length === 0) return;
+  const last = [...ours.keys()].pop() ?? "";
+  if (foreign.every((r) => r.filename > last)) {
+    throw new MigrationError(
+      `this database was migrated by a newer rolesync: its ledger goes on to ${foreign.at(-1)!.filename}, ` +
+        `this version's migrations end at ${last}`,
+      "RS013",
+      "Nothing was changed. Run the `rolesync migrate` of the version that migrated it, or a later one.",
+    );
+  }
+  throw new MigrationError(
+    `graphile_migrate.migrations belongs to another application: ${foreign.length} of its ${rows.length} ` +
+      `migrations are not rolesync's (the first: ${foreign[0].filename}, ${foreign[0].hash})`,
+    "RS013",
+    "Nothing was changed. rolesync keeps its migrations in graphile-migrate's ledger, and a database has one: " +
+      "sharing it with another graphile-migrate application would skip migrations, theirs or rolesync's. " +
+      "rolesync cannot be installed in this database until it keeps a ledger of its own.",
+  );
 }
 
 /** The last migration of 0.1.0's chain, which the versions in migrations/compat/pg10-11 stand in for. */

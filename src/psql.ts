@@ -19,7 +19,7 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import JSON5 from "json5";
-import { packageRoot } from "./migrate.ts";
+import { committedLedger, packageRoot } from "./migrate.ts";
 
 interface Migration {
   file: string;
@@ -66,6 +66,30 @@ function step(m: Migration, sql: string): string[] {
   return m.transaction
     ? ["begin;", substitute(sql).trimEnd(), ledger, "commit;"]
     : [substitute(sql.replace(/^--! no-transaction\r?\n/, "")).trimEnd(), ledger];
+}
+
+/** The runner's RS013 check (src/migrate.ts), in SQL: rolesync's (filename, hash) pairs are listed. */
+function foreignLedgerCheck(folder: string): string {
+  const pairs = [...committedLedger(folder)].map(([file, hash]) => `('${file}', '${hash}')`).join(",\n      ");
+  return `do $$
+declare
+  v_count integer;
+  v_first text;
+begin
+  if pg_catalog.to_regclass('graphile_migrate.migrations') is null then
+    return;
+  end if;
+  select count(*), min(m.filename || ', ' || m.hash) into v_count, v_first
+    from graphile_migrate.migrations m
+   where (m.filename, m.hash) not in (values
+      ${pairs});
+  if v_count > 0 then
+    raise exception using errcode = 'RS013',
+      message = format('graphile_migrate.migrations holds %s migration(s) that are not this script''s (the first: %s)', v_count, v_first),
+      hint = 'Nothing was changed. Another graphile-migrate application uses this database''s ledger, or a newer rolesync migrated it; rolesync cannot share the ledger with another application.';
+  end if;
+end
+$$;`;
 }
 
 export interface ScriptOptions {
@@ -119,6 +143,10 @@ end $$;`,
     "-- graphile-migrate's lock: never beside `rolesync migrate`.",
     "select pg_advisory_lock(4727445306447283) as rolesync_locked \\gset",
     "select current_setting('server_version_num')::integer >= 120000 as rolesync_pg12 \\gset",
+    "",
+    "-- graphile-migrate keeps one ledger per database: refuse one that holds another",
+    "-- application's migrations (RS013), before anything is changed.",
+    foreignLedgerCheck(folder),
     "",
     "-- graphile-migrate's ledger, as it creates it.",
     "create schema if not exists graphile_migrate;",

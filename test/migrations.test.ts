@@ -366,6 +366,59 @@ describe("every starting state reaches the same end state", () => {
 });
 
 describe("refusals", () => {
+  /** Another application's graphile-migrate ledger: n migrations of its own, chained as graphile-migrate chains them. */
+  async function hostLedger(c: pg.Client, n: number) {
+    await c.query(`create schema graphile_migrate;
+      create table graphile_migrate.migrations (hash text primary key, previous_hash text references graphile_migrate.migrations,
+                                                filename text not null, date timestamptz not null default now());
+      create table graphile_migrate.current (filename text primary key default 'current.sql', content text not null,
+                                             date timestamptz not null default now())`);
+    for (let i = 1; i <= n; i++) {
+      await c.query("insert into graphile_migrate.migrations (hash, previous_hash, filename) values ($1, $2, $3)", [
+        `sha1:host${i}`,
+        i === 1 ? null : `sha1:host${i - 1}`,
+        `${String(i).padStart(6, "0")}.sql`,
+      ]);
+    }
+  }
+
+  test.each([10, 3])(
+    "a database whose own application uses graphile-migrate (%i migrations) is refused with RS013, and nothing changes",
+    async (n) => {
+      const db = await database(true);
+      await withPgClient(db.url, async (c) => {
+        await alephPre41(c);
+        await hostLedger(c, n);
+      });
+      const before = await withPgClient(db.url, async (c) => (await c.query("select * from graphile_migrate.migrations order by filename")).rows);
+      const err = await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE }).catch((e) => e);
+      expect(err).toBeInstanceOf(MigrationError);
+      expect(err.code).toBe("RS013");
+      expect(err.message).toMatch(new RegExp(`belongs to another application: ${n} of its ${n} migrations are not rolesync's`));
+      expect(err.hint).toMatch(/^Nothing was changed\./);
+      await withPgClient(db.url, async (c) => {
+        expect((await c.query("select * from graphile_migrate.migrations order by filename")).rows).toEqual(before);
+        const { rows } = await c.query(
+          `select to_regprocedure('public.sync_role_memberships(integer, integer[], text)') as f,
+                  to_regnamespace('rolesync') as schema,
+                  (select count(*)::int from pg_index where indrelid = 'public.role_membership'::regclass) as indexes`,
+        );
+        expect(rows[0]).toEqual({ f: null, schema: null, indexes: 0 });
+      });
+    },
+  );
+
+  test("a database a newer rolesync migrated is refused with RS013 and told which version to run", async () => {
+    const db = await database(false); // migrated by this version
+    await withPgClient(db.url, (c) =>
+      c.query(`insert into graphile_migrate.migrations (hash, previous_hash, filename)
+               select 'sha1:from-the-future', hash, '000099.sql' from graphile_migrate.migrations order by filename desc limit 1`),
+    );
+    const err = await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE }).catch((e) => e);
+    expect(err.code).toBe("RS013");
+    expect(err.message).toMatch(/migrated by a newer rolesync: its ledger goes on to 000099\.sql/);
+  });
+
   test("a database default rolesync.create_aleph_schema = on does not opt runMigrations in: RS012", async () => {
     const db = await database(true);
     await withPgClient(db.url, (c) => c.query(`alter database ${db.name} set rolesync.create_aleph_schema = on`));

@@ -153,3 +153,22 @@ test("`rolesync sql` prints the script, headed with the package's version and th
     "-- Made by: rolesync sql",
   ]);
 });
+
+test("the script refuses a ledger another graphile-migrate application keeps (RS013), before changing anything", async () => {
+  const db = await dirtyAleph();
+  await withPgClient(db.url, (c) =>
+    c.query(`create schema graphile_migrate;
+      create table graphile_migrate.migrations (hash text primary key, previous_hash text references graphile_migrate.migrations,
+                                                filename text not null, date timestamptz not null default now());
+      insert into graphile_migrate.migrations (hash, filename) values ('sha1:host1', '000001.sql')`),
+  );
+  const run = await psql(db.url, ["-v", "ON_ERROR_STOP=1", "-f", script]);
+  expect(run.code).not.toBe(0);
+  expect(run.output).toMatch(/ERROR: {2}graphile_migrate\.migrations holds 1 migration\(s\) that are not this script's \(the first: 000001\.sql, sha1:host1\)/);
+  await withPgClient(db.url, async (c) => {
+    const { rows } = await c.query(
+      "select to_regnamespace('rolesync') as schema, (select count(*)::int from graphile_migrate.migrations) as ledger",
+    );
+    expect(rows[0]).toEqual({ schema: null, ledger: 1 });
+  });
+});
