@@ -9,7 +9,8 @@
  *   4. vitest over test/*.test.ts, each file cloning its own database (after
  *      building dist/, which the CLI and client tests exercise).
  * It fails when a step fails, and also when a step ran no tests (pg_prove
- * without --ext .sql says NOTESTS and exits 0) or skipped any.
+ * without --ext .sql says NOTESTS and exits 0) or skipped any. Its last line
+ * counts both suites' tests: `tests: N passed, M failed`.
  * Arguments after `--` go to vitest, e.g. `npm test -- test/stress.test.ts`,
  * except `--pg N` (or `--pg=N`), which is taken out and sets ROLESYNC_PG_MAJOR
  * for this run and everything it starts: `npm test -- --pg 15`.
@@ -26,6 +27,8 @@ import { packageRoot } from "../src/migrate.ts";
 
 $.verbose = false;
 const log = (s: string) => console.log(`[rolesync test] ${s}`);
+/** Every test that ran, pgTAP's and vitest's, for the closing line. */
+const tally = { passed: 0, failed: 0 };
 
 /**
  * Takes `--pg N` / `--pg=N` out of the arguments (the rest go to vitest) and
@@ -82,10 +85,16 @@ async function runPgTapSuite(server: Server, template: string): Promise<{ files:
         const run = await runPgProve(server.url(db), path.join("test", "sql", file), { log });
         totals.files += run.files;
         totals.tests += run.tests;
+        tally.passed += run.tests;
         process.stdout.write(`pgTAP ${file}: ${run.tests} tests ok\n`);
       } catch (e) {
         failed.push(file);
-        process.stdout.write(`pgTAP ${file}: FAILED\n${(e as { output?: string }).output ?? ""}\n`);
+        const output = (e as { output?: string }).output ?? "";
+        // pg_prove's "Failed 2/40 subtests"; a file that stopped before its plan counts as one failure.
+        const m = /Failed (\d+)\/(\d+) subtests/.exec(output);
+        tally.failed += m ? Number(m[1]) : 1;
+        tally.passed += m ? Number(m[2]) - Number(m[1]) : 0;
+        process.stdout.write(`pgTAP ${file}: FAILED\n${output}\n`);
       } finally {
         await dropDatabase(server, db);
       }
@@ -99,6 +108,7 @@ async function runPgTapSuite(server: Server, template: string): Promise<{ files:
 interface VitestReport {
   numTotalTestSuites: number;
   numTotalTests: number;
+  numPassedTests: number;
   numFailedTests: number;
   numPendingTests: number;
   numTodoTests: number;
@@ -113,7 +123,15 @@ async function runVitest(env: NodeJS.ProcessEnv, args: string[]): Promise<{ file
     const vitest = path.join(packageRoot, "node_modules", ".bin", "vitest");
     const p = $({ cwd: packageRoot, env: { ...process.env, ...env }, nothrow: true, stdio: "inherit" })`${vitest} run --reporter=default --reporter=json --outputFile=${reportFile} ${args}`;
     const out = await p;
-    const report = JSON.parse(readFileSync(reportFile, "utf8")) as VitestReport;
+    let report: VitestReport;
+    try {
+      report = JSON.parse(readFileSync(reportFile, "utf8")) as VitestReport;
+    } catch {
+      tally.failed += 1;
+      throw new Error(`vitest failed (exit ${out.exitCode}) and wrote no report`);
+    }
+    tally.passed += report.numPassedTests;
+    tally.failed += report.numFailedTests;
     if (out.exitCode !== 0 || report.numFailedTests > 0) {
       throw new Error(`vitest failed (exit ${out.exitCode}, ${report.numFailedTests} failed)`);
     }
@@ -158,4 +176,8 @@ try {
   await server.stop();
 }
 for (const f of failures) console.error(`[rolesync test] FAIL: ${f}`);
+// The plain closing line a CI reads: every pgTAP and vitest test that ran.
+// A failure outside any test (the build, the server) counts as one.
+if (failures.length && tally.failed === 0) tally.failed = 1;
+console.log(`tests: ${tally.passed} passed, ${tally.failed} failed`);
 process.exit(failures.length ? 1 : 0);
