@@ -14,7 +14,7 @@ import pg from "pg";
 import { createDatabase, dropDatabase, startServerOrExit, uniqueName, type Server } from "./db.ts";
 import { runMigrations } from "../src/migrate.ts";
 import { syncRoleMembershipsByForeignId } from "../src/client.ts";
-import { alephPre41 } from "../test/fixtures.ts";
+import { alephPre41 } from "./fixtures.ts";
 
 const LOGINS = Number(process.env.DEMO_LOGINS ?? 600);
 const CONNECTIONS = 16;

@@ -1,21 +1,27 @@
 /*
  * `npm run bench` at toy size, so that it cannot rot: every case runs, the
- * report and the chart are written (to a temp dir, not docs/).
+ * results, the report and the chart are written (to a temp dir, not docs/),
+ * and `npm run bench:render` alone, given those results, writes the same
+ * report and chart byte for byte.
  */
 import { expect, test } from "vitest";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { packageRoot } from "../src/migrate.ts";
 import { runNode, testServer } from "./helpers.ts";
 
-test("the bench runs every case at toy size and writes its report and chart", async () => {
+test("the bench runs every case at toy size and writes its results, report and chart; the renderer alone reproduces them", async () => {
   const out = mkdtempSync(path.join(os.tmpdir(), "rolesync-bench-test-"));
+  const rendered = mkdtempSync(path.join(os.tmpdir(), "rolesync-bench-render-test-"));
   try {
     const run = await runNode(path.join(packageRoot, "scripts", "bench.ts"), ["--toy", "--out", out], {
       DATABASE_URL: testServer().adminUrl,
     });
     expect(run.code, run.output).toBe(0);
+    const results = JSON.parse(readFileSync(path.join(out, "benchmarks.json"), "utf8"));
+    expect(results.toy).toBe(true);
+    expect(results.noop).toHaveLength(2);
     const md = readFileSync(path.join(out, "benchmarks.md"), "utf8");
     for (const heading of ["## Targets", "## 1. No-op login", "## 2. Changed login", "## 3. Contention", "## 4. Bloat", "## 5. Migration", "## The machine and the commands"]) {
       expect(md).toContain(heading);
@@ -27,7 +33,15 @@ test("the bench runs every case at toy size and writes its report and chart", as
     const svg = readFileSync(path.join(out, "benchmarks.svg"), "utf8");
     expect(svg).toMatch(/^<svg /);
     expect(svg).toContain("sync_role_memberships");
+
+    // Rendering again from the JSON alone, without measuring, gives the same files.
+    copyFileSync(path.join(out, "benchmarks.json"), path.join(rendered, "benchmarks.json"));
+    const render = await runNode(path.join(packageRoot, "scripts", "bench-render.ts"), ["--out", rendered], {});
+    expect(render.code, render.output).toBe(0);
+    expect(readFileSync(path.join(rendered, "benchmarks.md"), "utf8")).toBe(md);
+    expect(readFileSync(path.join(rendered, "benchmarks.svg"), "utf8")).toBe(svg);
   } finally {
     rmSync(out, { recursive: true, force: true });
+    rmSync(rendered, { recursive: true, force: true });
   }
 });

@@ -7,7 +7,7 @@ import net from "node:net";
 import path from "node:path";
 import { packageRoot } from "../src/migrate.ts";
 import { APP_ROLE } from "../scripts/harness.ts";
-import { alephPre41Dirty, DIRTY_ROWS } from "./fixtures.ts";
+import { alephPre41Dirty, DIRTY_ROWS } from "../scripts/fixtures.ts";
 import { connect, createRoles, createTestDatabase, runNode, serverMajor, withPgClient, type TestDatabase } from "./helpers.ts";
 
 interface Run {

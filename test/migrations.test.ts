@@ -16,7 +16,7 @@ import {
   DIRTY_ROWS,
   fingerprint,
   interruptedIndexBuild,
-} from "./fixtures.ts";
+} from "../scripts/fixtures.ts";
 import { connect, createTestDatabase, serverMajor, withPgClient, type TestDatabase, sync, createRoles, groupsOf } from "./helpers.ts";
 
 const databases: TestDatabase[] = [];

@@ -13,7 +13,7 @@ import { psqlScript } from "../src/psql.ts";
 import { packageRoot, runMigrations } from "../src/migrate.ts";
 import { APP_ROLE } from "../scripts/harness.ts";
 import { pgEnv } from "../scripts/pgtap.ts";
-import { alephPre41Dirty, DIRTY_ROWS, fingerprint } from "./fixtures.ts";
+import { alephPre41Dirty, DIRTY_ROWS, fingerprint } from "../scripts/fixtures.ts";
 import { createRoles, createTestDatabase, groupsOf, runNode, sync, withPgClient, type TestDatabase } from "./helpers.ts";
 
 const databases: TestDatabase[] = [];

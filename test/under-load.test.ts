@@ -10,7 +10,7 @@
 import { afterAll, describe, expect, test } from "vitest";
 import { runMigrations, type MigrateEvent } from "../src/migrate.ts";
 import { APP_ROLE } from "../scripts/harness.ts";
-import { alephPre41 } from "./fixtures.ts";
+import { alephPre41 } from "../scripts/fixtures.ts";
 import { connect, createTestDatabase, percentile, serverMajor, withPgClient, type TestDatabase } from "./helpers.ts";
 
 const WRITERS = 8;

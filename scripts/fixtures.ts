@@ -1,8 +1,10 @@
 /*
  * Starting states of real databases, each built by one function, for the
- * migration tests and the demo. The DDL is what Aleph's Alembic migrations
- * leave behind (af9b37868cf3 and later; role_membership has no key before
- * Aleph 4.1, whose 131674bde902 adds role_membership_pkey).
+ * migration tests, the demo and the bench. They live in scripts/ because
+ * scripts must not import from test/ (tests may import from scripts/). The
+ * DDL is what Aleph's Alembic migrations leave behind (af9b37868cf3 and
+ * later; role_membership has no key before Aleph 4.1, whose 131674bde902
+ * adds role_membership_pkey).
  */
 import type pg from "pg";
 
