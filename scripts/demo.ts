@@ -95,6 +95,7 @@ async function story(url: string, serverLabel: string) {
       databaseUrl: url,
       onEvent: (e) => {
         if (e.type === "migration") say(`   → ${e.name}`);
+        if (e.type === "skipped") say(`   → ${e.name}: nothing to do here, recorded`);
         if (e.type === "progress") say(`     … ${e.step}: ${e.detail || "running"} (${e.seconds} s)`);
         if (e.type === "retry") say(`     retry ${e.attempt}: ${e.reason}`);
       },

@@ -129,6 +129,6 @@ export async function fingerprint(client: pg.Client): Promise<unknown> {
     memberships: await q("select group_id, member_id from public.role_membership order by 1, 2"),
     archive: await q("select id, group_id, member_id, reason from rolesync.role_membership_removed order by id"),
     versions: await q("select member_id, version from rolesync.role_membership_version order by member_id"),
-    migrations: await q("select filename from graphile_migrate.migrations order by filename"),
+    migrations: await q("select filename, hash from rolesync.migrations order by filename"),
   };
 }

@@ -20,7 +20,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { Command, CommanderError, Option } from "commander";
 import pg from "pg";
-import { runMigrations, MigrationError, packageRoot, type MigrateEvent } from "./migrate.ts";
+import { appliedMigrations, runMigrations, MigrationError, packageRoot, type MigrateEvent } from "./migrate.ts";
 import { psqlScript } from "./psql.ts";
 import { syncRoleMemberships } from "./client.ts";
 import { watchProgress, withApplicationName } from "./progress.ts";
@@ -131,8 +131,12 @@ function describeEvent(e: MigrateEvent): string | null {
   switch (e.type) {
     case "start":
       return `application role: ${e.appRole}`;
+    case "adopted":
+      return `adopted ${e.filenames.length} migration(s) from graphile_migrate.migrations into rolesync.migrations (${e.filenames[0]} to ${e.filenames.at(-1)})`;
     case "migration":
       return `→ ${e.name}`;
+    case "skipped":
+      return `→ ${e.name}: nothing to do, ${e.reason} (recorded)`;
     case "retry":
       return `  retry ${e.attempt} in ${(e.delayMs / 1000).toFixed(1)} s: ${e.reason}`;
     case "progress":
@@ -168,12 +172,10 @@ async function migrateCommand(opts: { appRole?: string; lockRetries: string; cre
     throw new UsageError(`--lock-retries must be a whole number, not ${opts.lockRetries}`);
   }
   out.line(`rolesync: migrating ${redact(url)}`);
-  // graphile-migrate opens its own pools from the URL, and pg reads no connect
-  // timeout from a URL (?connect_timeout= is for libpq only): one connection
-  // first, with the timeout, so that an unreachable or silent server fails fast.
-  await withClient(url, async () => {}, write);
   const result = await runMigrations({
     databaseUrl: url,
+    // The connect timeout (pg reads none from a URL): a silent server fails fast.
+    clientOptions: write,
     appRole: opts.appRole ?? process.env.ROLESYNC_APP_ROLE,
     lockRetries,
     createAlephSchema: Boolean(opts.createAlephSchema),
@@ -318,14 +320,8 @@ async function statusCommand(_opts: unknown, cmd: Command) {
     const { rows: v } = await c.query<{ v: string; db: string }>(
       "select current_setting('server_version') as v, current_database() as db",
     );
-    const { rows: m } = await c.query<{ exists: boolean }>(
-      "select pg_catalog.to_regclass('graphile_migrate.migrations') is not null as exists",
-    );
-    const applied = m[0].exists
-      ? (await c.query<{ filename: string }>("select filename from graphile_migrate.migrations order by filename")).rows.map(
-          (r) => r.filename,
-        )
-      : [];
+    // rolesync.migrations, and 0.1.0's rows in graphile_migrate.migrations that `migrate` adopts.
+    const applied = [...(await appliedMigrations(c)).keys()];
     const { rows: t } = await c.query<{
       exists: boolean;
       rows: string | null;
@@ -353,7 +349,7 @@ async function statusCommand(_opts: unknown, cmd: Command) {
     // naming a missing table fails (42P01) however it is guarded.
     const archive = await countRows(c, ["rolesync.role_membership_removed", "public.role_membership_removed"]);
     const versions = await countRows(c, ["rolesync.role_membership_version", "public.role_membership_version"]);
-    // Committed files are named 000001-<slug>.sql; graphile-migrate records them as 000001.sql.
+    // Committed files are named 000001-<slug>.sql; the ledger records them as 000001.sql.
     const appliedNumbers = new Set(applied.map((f) => f.slice(0, 6)));
     return {
       database: v[0].db,
@@ -579,7 +575,7 @@ export function hintFor(code: string): string {
     RS010: "role_membership has another primary key: drop it first; rolesync keys the table on (member_id, group_id).",
     RS011: "An index build was interrupted: run `rolesync migrate` again; it rebuilds the index.",
     RS012: "Aleph's tables are missing: run `aleph upgrade` first, or pass --create-aleph-schema for a standalone database.",
-    RS013: "graphile_migrate.migrations holds migrations that are not this rolesync's: run the newer rolesync that migrated it; rolesync cannot share the ledger with another application.",
+    RS013: "rolesync.migrations does not match this version's migrations: run the newer rolesync that migrated it, or restore the ledger.",
   };
   return hints[code] ?? "See the SQLSTATE table in the README.";
 }

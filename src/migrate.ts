@@ -1,39 +1,76 @@
 /*
- * Applies the committed migrations with graphile-migrate's API (version
- * pinned in package.json: the API is undocumented), using the settings in
- * .gmrc. Adds what an operator needs around it:
- * - the :ROLESYNC_APP_ROLE placeholder, defaulting to the connecting user;
- * - retries when a strong lock could not be taken within lock_timeout
- *   (SQLSTATE 55P03), so the migration never holds logins up for long;
- * - progress of the long steps, read from pg_stat_progress_create_index and
- *   pg_stat_activity on a second connection;
- * - the opt-in for a standalone database (createAlephSchema), passed to the
- *   hook migrations/hooks/aleph-tables.sql as the session setting
- *   rolesync.create_aleph_schema on every connection graphile-migrate opens.
+ * rolesync's migration runner: applies the committed migrations
+ * (migrations/committed, written with graphile-migrate's `db:commit`) and
+ * records them in rolesync's own ledger, rolesync.migrations, the way
+ * graphile-worker keeps its own migrations table.
+ *
+ * Why not graphile-migrate's `migrate`: it keeps one fixed ledger per
+ * database, graphile_migrate.migrations, and runs only the files numbered
+ * after the last row there. In a database whose own application uses
+ * graphile-migrate too, rolesync would then install nothing and report
+ * success (a host with 10 migrations), or start in the middle of its chain
+ * (a host with 3). graphile-migrate stays the development workflow
+ * (db:watch, db:commit, db:reset) and its file format, parser and hashes are
+ * used here as they are (the version is pinned: these are internal modules).
+ *
+ * What a run does, on one connection, under rolesync's advisory lock:
+ * 1. checks the ledger against this version's migrations (RS013 for a newer
+ *    rolesync's or an altered chain), before changing anything;
+ * 2. the beforeAllMigrations hooks of .gmrc (RS012 without Aleph's tables;
+ *    drop an INVALID index an interrupted build left);
+ * 3. creates rolesync.migrations if needed, and adopts the rows of
+ *    graphile_migrate.migrations that are rolesync's own (filename and hash
+ *    both match): a database rolesync 0.1.0 migrated, or a development one;
+ *    any other application's rows there are left alone;
+ * 4. each pending migration: a transactional one with its ledger row in one
+ *    transaction; a no-transaction one (CREATE INDEX CONCURRENTLY, VACUUM)
+ *    alone, then its row. One with a `--! RunIf: <file>` header runs only
+ *    where that condition file says so, and is recorded either way. On
+ *    PostgreSQL 10 and 11, migrations/compat/pg10-11 stands in for the
+ *    0.1.0 files those versions cannot parse;
+ * 5. the afterAllMigrations hooks, on every run.
+ * Around it: the :ROLESYNC_APP_ROLE placeholder (default: the connecting
+ * user); retries when a lock was not granted within lock_timeout (55P03) or
+ * another run holds the lock; progress of long steps from a second
+ * connection; and the opt-in for a standalone database (createAlephSchema),
+ * the session setting rolesync.create_aleph_schema the hook reads.
  */
-import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import JSON5 from "json5";
 import pg from "pg";
-import { migrate, Logger } from "graphile-migrate";
+import { parseMigrationText } from "graphile-migrate/dist/migration.js";
+import { calculateHash } from "graphile-migrate/dist/hash.js";
+import { isNoTransactionDefined } from "graphile-migrate/dist/header.js";
 import { watchProgress, withApplicationName } from "./progress.ts";
 import { withClient } from "./pg.ts";
-// Not in graphile-migrate's public API (the version is pinned): its pools
-// otherwise linger for 200 ms, and if the database is dropped meanwhile the
-// idle connection's error makes graphile-migrate call process.exit(1).
-import { clearAllPools } from "graphile-migrate/dist/pgReal.js";
+// Structural, not pg's types: the published .d.ts must not pull in @types/pg
+// (and through it whichever @types/node a user's tree resolves).
+import type { Queryable } from "./client.ts";
 
 export const packageRoot = fileURLToPath(new URL("..", import.meta.url));
 const APPLICATION_NAME = "rolesync-migrate";
 /** The session setting migrations/hooks/aleph-tables.sql reads; plain SQL sets it with SET. */
 const CREATE_ALEPH_SCHEMA_SETTING = "rolesync.create_aleph_schema";
+/**
+ * rolesync's advisory lock ("ROLESYNC" on a phone keypad), taken by the runner
+ * and the psql script: never two rolesync migrations at once. It is not
+ * graphile-migrate's, so a host application's own graphile-migrate is not
+ * turned away while rolesync builds an index.
+ */
+export const ADVISORY_LOCK = "76537962";
+/** The session setting a RunIf condition file sets to on or off. */
+export const RUN_IF_SETTING = "rolesync.run_migration";
+/** The last migration of 0.1.0's chain, which the versions in migrations/compat/pg10-11 stand in for. */
+const COMPAT_LAST = "000008";
 
 export type MigrateEvent =
   | { type: "start"; appRole: string }
+  | { type: "adopted"; filenames: string[] }
   | { type: "migration"; name: string }
+  | { type: "skipped"; name: string; reason: string }
   | { type: "retry"; attempt: number; delayMs: number; reason: string }
   | { type: "progress"; step: string; seconds: number; detail: string }
   | { type: "done"; executed: string[]; seconds: number; steps: { name: string; seconds: number }[] };
@@ -54,12 +91,10 @@ export interface MigrateOptions {
    * it changes nothing.
    */
   createAlephSchema?: boolean;
-  /**
-   * The folder holding committed/ and hooks/ (default: this package's
-   * migrations/). The upgrade tests point it at a copy holding an earlier
-   * release's migrations.
-   */
+  /** The folder holding committed/ and hooks/ (default: this package's migrations/). */
   migrationsFolder?: string;
+  /** For the runner's connections: give up connecting after this many milliseconds (default: never). */
+  clientOptions?: { connectTimeoutMs?: number };
 }
 
 export class MigrationError extends Error {
@@ -71,6 +106,152 @@ export class MigrationError extends Error {
     super(message);
     this.name = "MigrationError";
   }
+}
+
+/** One committed migration, as graphile-migrate's parser reads it. */
+export interface Migration {
+  /** The file's name: 000001-schema.sql. */
+  file: string;
+  /** Its ledger name, as graphile-migrate records it: 000001.sql. */
+  filename: string;
+  hash: string;
+  previousHash: string | null;
+  body: string;
+  transaction: boolean;
+  /** `--! RunIf: conditions/<name>.sql`: the condition file, relative to the migrations folder. */
+  runIf: string | null;
+}
+
+function readMigration(fullPath: string, file: string): Migration & { allowInvalidHash: boolean } {
+  const { headers, body } = parseMigrationText(fullPath, readFileSync(fullPath, "utf8"));
+  const previous = headers.Previous;
+  const hash = headers.Hash;
+  if (!previous || !hash) throw new Error(`Invalid committed migration '${fullPath}': no 'Previous' or 'Hash' header`);
+  return {
+    file,
+    filename: `${file.slice(0, 6)}.sql`,
+    hash,
+    previousHash: previous === "-" ? null : previous,
+    body,
+    transaction: !isNoTransactionDefined(body),
+    runIf: headers.RunIf ?? null,
+    allowInvalidHash: "AllowInvalidHash" in headers,
+  };
+}
+
+/**
+ * The committed migrations in order, each checked as graphile-migrate checks
+ * them: its hash is its body's, and its Previous is the hash before it. With
+ * `major` below 12, a file of migrations/compat/pg10-11 stands in for its
+ * original up to 000008: under the original's headers (so the ledger records
+ * the same chain), with graphile-migrate's AllowInvalidHash.
+ */
+export function loadMigrations(migrationsFolder = path.join(packageRoot, "migrations"), major = 99): Migration[] {
+  const committed = path.join(migrationsFolder, "committed");
+  const compat = path.join(packageRoot, "migrations", "compat", "pg10-11");
+  const out: Migration[] = [];
+  let previous: string | null = null;
+  for (const file of readdirSync(committed).filter((f) => /^\d{6}(-[-_a-zA-Z0-9]*)?\.sql$/.test(f)).sort()) {
+    const m = readMigration(path.join(committed, file), file);
+    if (m.previousHash !== previous) {
+      throw new Error(`${file}: its Previous header (${m.previousHash}) is not the hash of the migration before it (${previous})`);
+    }
+    if (m.allowInvalidHash || calculateHash(m.body, m.previousHash) !== m.hash) {
+      throw new Error(`${file}: its body does not match its Hash header; has the file been altered?`);
+    }
+    let run: Migration = m;
+    if (major < 12 && file.slice(0, 6) <= COMPAT_LAST && existsSync(path.join(compat, file))) {
+      const c = readMigration(path.join(compat, file), file);
+      if (c.hash !== m.hash || c.previousHash !== m.previousHash || c.transaction !== m.transaction || !c.allowInvalidHash) {
+        throw new Error(`migrations/compat/pg10-11/${file} does not stand for ${file}: the headers must be the original's, plus AllowInvalidHash`);
+      }
+      run = { ...m, body: c.body };
+    }
+    delete (run as { allowInvalidHash?: boolean }).allowInvalidHash;
+    out.push(run);
+    previous = m.hash;
+  }
+  return out;
+}
+
+/** rolesync's ledger: graphile-migrate's columns, in schema rolesync. */
+export const LEDGER_DDL = `create schema if not exists rolesync;
+create table if not exists rolesync.migrations (
+  filename text primary key,
+  hash text not null unique,
+  previous_hash text references rolesync.migrations (hash),
+  date timestamptz not null default now()
+);
+comment on table rolesync.migrations is
+  'The migrations rolesync has applied (rolesync migrate, or rolesync.sql with psql): one row each, with graphile-migrate''s file hash.';`;
+
+/** rolesync's (filename, hash) pairs, as a SQL VALUES list. */
+function pairsSql(migrations: Migration[]): string {
+  return migrations.map((m) => `('${m.filename}', '${m.hash}')`).join(",\n         ");
+}
+
+/**
+ * Copies into rolesync.migrations the rows of graphile_migrate.migrations
+ * that are rolesync's (the same filename and hash): a database rolesync 0.1.0
+ * migrated, or one the development workflow migrated. Other rows there are
+ * another application's and stay where they are, untouched.
+ */
+export function adoptSql(migrations: Migration[]): string {
+  return `do $$
+begin
+  if pg_catalog.to_regclass('graphile_migrate.migrations') is not null then
+    insert into rolesync.migrations (filename, hash, previous_hash, date)
+    select g.filename, g.hash, g.previous_hash, g.date
+      from graphile_migrate.migrations g
+      join (values
+         ${pairsSql(migrations)}) as ours (filename, hash)
+        on ours.filename = g.filename and ours.hash = g.hash
+     where not exists (select from rolesync.migrations r where r.filename = g.filename)
+     order by g.filename;
+  end if;
+end
+$$;`;
+}
+
+/**
+ * The ledger check, in SQL (the psql script's; the runner's is
+ * checkLedger): rolesync.migrations must be a prefix of this version's chain.
+ * RS013 otherwise, before anything is changed.
+ */
+export function ledgerCheckSql(migrations: Migration[]): string {
+  const last = migrations.at(-1)?.filename ?? "";
+  return `do $$
+declare
+  v_first text;
+  v_newer boolean;
+  v_rows integer;
+  v_last integer;
+begin
+  if pg_catalog.to_regclass('rolesync.migrations') is null then
+    return;
+  end if;
+  select min(r.filename || ' (' || r.hash || ')'), bool_and(r.filename > '${last}')
+    into v_first, v_newer
+    from rolesync.migrations r
+   where (r.filename, r.hash) not in (values
+         ${pairsSql(migrations)});
+  if v_first is not null and v_newer then
+    raise exception using errcode = 'RS013',
+      message = format('this database was migrated by a newer rolesync: rolesync.migrations holds %s, and this script''s migrations end at ${last}', v_first),
+      hint = 'Nothing was changed. Apply the rolesync.sql of the version that migrated it, or of a later one.';
+  elsif v_first is not null then
+    raise exception using errcode = 'RS013',
+      message = format('rolesync.migrations does not match this script''s migrations: %s is not one of them', v_first),
+      hint = 'Nothing was changed. The ledger or the migrations were altered; compare rolesync.migrations with the files of the version that migrated this database.';
+  end if;
+  select count(*), coalesce(max(substr(filename, 1, 6)::integer), 0) into v_rows, v_last from rolesync.migrations;
+  if v_rows <> v_last then
+    raise exception using errcode = 'RS013',
+      message = format('rolesync.migrations has %s rows up to migration %s: some are missing', v_rows, v_last),
+      hint = 'Nothing was changed. Someone deleted rows of the ledger; restore them from a backup.';
+  end if;
+end
+$$;`;
 }
 
 async function resolveAppRole(client: pg.Client, requested: string | undefined): Promise<string> {
@@ -92,65 +273,157 @@ async function resolveAppRole(client: pg.Client, requested: string | undefined):
   return requested;
 }
 
-function gmrcSettings(): Record<string, unknown> {
-  const raw = JSON5.parse(readFileSync(path.join(packageRoot, ".gmrc"), "utf8")) as Record<string, unknown>;
-  return raw;
+export interface HookSettings {
+  beforeAllMigrations: string[];
+  afterAllMigrations: string[];
+}
+
+/** The hooks .gmrc names, shared with the development workflow. */
+export function hookSettings(): HookSettings {
+  const raw = JSON5.parse(readFileSync(path.join(packageRoot, ".gmrc"), "utf8")) as Partial<HookSettings>;
+  return { beforeAllMigrations: raw.beforeAllMigrations ?? [], afterAllMigrations: raw.afterAllMigrations ?? [] };
+}
+
+/**
+ * The ledger names of the migrations this database has: rolesync.migrations,
+ * plus rolesync's own rows in graphile_migrate.migrations that a run would
+ * adopt (a database 0.1.0 migrated). Read-only.
+ */
+export async function appliedMigrations(client: Queryable, migrations = loadMigrations()): Promise<Map<string, string>> {
+  const applied = new Map<string, string>();
+  const { rows: t } = await client.query<{ own: boolean; gm: boolean }>(
+    `select pg_catalog.to_regclass('rolesync.migrations') is not null as own,
+            pg_catalog.to_regclass('graphile_migrate.migrations') is not null as gm`,
+  );
+  if (t[0].own) {
+    const { rows } = await client.query<{ filename: string; hash: string }>("select filename, hash from rolesync.migrations");
+    for (const r of rows) applied.set(r.filename, r.hash);
+  }
+  if (t[0].gm) {
+    const ours = new Map(migrations.map((m) => [m.filename, m.hash]));
+    const { rows } = await client.query<{ filename: string; hash: string }>("select filename, hash from graphile_migrate.migrations");
+    for (const r of rows) if (ours.get(r.filename) === r.hash && !applied.has(r.filename)) applied.set(r.filename, r.hash);
+  }
+  return new Map([...applied].sort(([a], [b]) => a.localeCompare(b)));
+}
+
+/** RS013 unless the applied migrations are a prefix of this version's chain. */
+function checkLedger(applied: Map<string, string>, migrations: Migration[]): void {
+  const ours = new Map(migrations.map((m) => [m.filename, m.hash]));
+  const last = migrations.at(-1)?.filename ?? "";
+  const foreign = [...applied].filter(([f, h]) => ours.get(f) !== h);
+  if (foreign.length && foreign.every(([f]) => f > last)) {
+    throw new MigrationError(
+      `this database was migrated by a newer rolesync: rolesync.migrations goes on to ${foreign.at(-1)![0]}, ` +
+        `this version's migrations end at ${last}`,
+      "RS013",
+      "Nothing was changed. Run the `rolesync migrate` of the version that migrated it, or a later one.",
+    );
+  }
+  if (foreign.length) {
+    throw new MigrationError(
+      `rolesync.migrations does not match this version's migrations: ${foreign[0][0]} (${foreign[0][1]}) is not one of them`,
+      "RS013",
+      "Nothing was changed. The ledger or the migrations were altered; compare rolesync.migrations with the files of the version that migrated this database.",
+    );
+  }
+  const missing = migrations.slice(0, applied.size).find((m) => !applied.has(m.filename));
+  if (missing) {
+    throw new MigrationError(
+      `rolesync.migrations has ${applied.size} rows but not ${missing.filename}: some are missing`,
+      "RS013",
+      "Nothing was changed. Someone deleted rows of the ledger; restore them from a backup.",
+    );
+  }
 }
 
 export interface MigrateResult {
-  /** The migrations applied by this run, in order. */
+  /** The migrations this run recorded, in order (a RunIf migration whose condition was false included). */
   executed: string[];
+  /** Those of them whose condition said there was nothing to do: recorded, not run. */
+  skipped: string[];
   /** How long each took (the last attempt of each, after any lock-timeout retries). */
   steps: { name: string; seconds: number }[];
 }
 
+/** Placeholders, as graphile-migrate fills them. */
+function fill(sql: string, appRole: string): string {
+  return sql.replace(/:ROLESYNC_APP_ROLE\b/g, appRole);
+}
+
+/** A hook or a migration body: in its own transaction unless it starts with `--! no-transaction`. */
+async function runSql(client: pg.Client, sql: string, transaction: boolean, after?: (c: pg.Client) => Promise<void>) {
+  if (!transaction) {
+    await client.query(sql);
+    if (after) await after(client);
+    return;
+  }
+  await client.query("begin");
+  try {
+    await client.query(sql);
+    if (after) await after(client);
+    await client.query("commit");
+  } catch (e) {
+    await client.query("rollback").catch(() => {});
+    throw e;
+  }
+}
+
+class Busy extends Error {}
+
 export async function runMigrations(opts: MigrateOptions): Promise<MigrateResult> {
   const emit = opts.onEvent ?? (() => {});
   const url = withApplicationName(opts.databaseUrl, APPLICATION_NAME);
+  const folder = opts.migrationsFolder ?? path.join(packageRoot, "migrations");
+  const hooks = hookSettings();
   const started = Date.now();
-  const appRole = await withClient(url, (c) => resolveAppRole(c, opts.appRole));
+  const appRole = await withClient(url, (c) => resolveAppRole(c, opts.appRole), opts.clientOptions);
   emit({ type: "start", appRole });
 
   const executed: string[] = [];
+  const skipped: string[] = [];
   // When each migration last started; a step ends when the next one starts (or the run ends).
   const startedAt = new Map<string, number>();
-  const logger = new Logger(() => (level, message) => {
-    const m = /Running migration '([^']+)'/.exec(message);
-    if (m) {
-      startedAt.set(m[1], Date.now());
-      if (!executed.includes(m[1])) executed.push(m[1]);
-      emit({ type: "migration", name: m[1] });
-    }
-    // Other lines (errors included) reach the caller as the thrown error.
-    void level;
-  });
-  const gmrc = gmrcSettings();
-  const settings = {
-    ...gmrc,
-    connectionString: url,
-    migrationsFolder: opts.migrationsFolder ?? path.join(packageRoot, "migrations"),
-    placeholders: { ...(gmrc.placeholders as object), ":ROLESYNC_APP_ROLE": appRole },
-    // Set on each connection, "off" included, so that only this option opts
-    // in, not a database or role default (such as the one db:reset leaves).
-    pgSettings: {
-      ...(gmrc.pgSettings as object),
-      [CREATE_ALEPH_SCHEMA_SETTING]: opts.createAlephSchema ? "on" : "off",
-    },
-    logger,
-  };
-
   const retries = opts.lockRetries ?? 30;
-  const folder = settings.migrationsFolder;
-  const compat = await withClient(url, async (c) => {
-    await refuseForeignLedger(c, folder);
-    return compatFolder(c, folder);
-  });
-  try {
-    for (const migrationsFolder of compat ? [compat, folder] : [folder]) {
-      await migrateFolder({ ...settings, migrationsFolder });
+
+  for (let attempt = 1; ; attempt++) {
+    const stopWatching = watchProgress(opts.databaseUrl, APPLICATION_NAME, opts.progressIntervalMs ?? 1000, (p) =>
+      emit({ type: "progress", ...p }),
+    );
+    try {
+      await withClient(url, (c) => migrateOnce(c), opts.clientOptions);
+      await stopWatching();
+      break;
+    } catch (e) {
+      await stopWatching();
+      const err = e as { code?: string; message: string; hint?: string };
+      if (e instanceof MigrationError) throw e;
+      const lockTimeout = err.code === "55P03";
+      const busy = e instanceof Busy;
+      if ((lockTimeout || busy) && attempt <= retries) {
+        const delayMs = Math.min(200 * 2 ** Math.min(attempt, 5), 5000) * (0.5 + Math.random());
+        emit({
+          type: "retry",
+          attempt,
+          delayMs: Math.round(delayMs),
+          reason: lockTimeout
+            ? "a lock on role_membership was not granted within lock_timeout (a long transaction holds it)"
+            : "another rolesync migration is running",
+        });
+        await sleep(delayMs);
+        continue;
+      }
+      throw new MigrationError(
+        err.message,
+        err.code,
+        err.hint ??
+          (lockTimeout
+            ? "A long-running transaction keeps role_membership locked: find it in pg_stat_activity, end it, and run the migration again."
+            : busy
+              ? "Another `rolesync migrate` (or rolesync.sql) is running on this database: wait for it, then run this one again."
+              : undefined),
+      );
     }
-  } finally {
-    if (compat) rmSync(compat, { recursive: true, force: true });
   }
   const ended = Date.now();
   const steps = executed.map((name, i) => ({
@@ -158,135 +431,82 @@ export async function runMigrations(opts: MigrateOptions): Promise<MigrateResult
     seconds: ((i + 1 < executed.length ? startedAt.get(executed[i + 1])! : ended) - startedAt.get(name)!) / 1000,
   }));
   emit({ type: "done", executed, seconds: (ended - started) / 1000, steps });
-  return { executed, steps };
+  return { executed, skipped, steps };
 
-  async function migrateFolder(settings: Record<string, unknown>): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
-      const stopWatching = watchProgress(opts.databaseUrl, APPLICATION_NAME, opts.progressIntervalMs ?? 1000, (p) =>
-        emit({ type: "progress", ...p }),
-      );
-      try {
-        // forceActions: the hooks run on every run, so that a key Aleph's own
-        // upgrade added since the last run replaces rolesync's (hooks/drop-redundant-key.sql).
-        await migrate(settings, false, true);
-        await stopWatching();
-        clearAllPools();
-        break;
-      } catch (e) {
-        await stopWatching();
-        clearAllPools();
-        const err = e as { code?: string; message: string; hint?: string };
-        const lockTimeout = err.code === "55P03";
-        const busy = /Failed to get exclusive lock/.test(err.message);
-        if ((lockTimeout || busy) && attempt <= retries) {
-          const delayMs = Math.min(200 * 2 ** Math.min(attempt, 5), 5000) * (0.5 + Math.random());
-          emit({
-            type: "retry",
-            attempt,
-            delayMs: Math.round(delayMs),
-            reason: lockTimeout
-              ? "a lock on role_membership was not granted within lock_timeout (a long transaction holds it)"
-              : "another migration is running",
-          });
-          await sleep(delayMs);
+  async function migrateOnce(c: pg.Client): Promise<void> {
+    // Set on the connection, "off" included, so that only this option opts
+    // in, not a database or role default (such as the one db:reset leaves).
+    await c.query("select pg_catalog.set_config($1, $2, false)", [
+      CREATE_ALEPH_SCHEMA_SETTING,
+      opts.createAlephSchema ? "on" : "off",
+    ]);
+    const { rows: v } = await c.query<{ major: number }>(
+      "select current_setting('server_version_num')::integer / 10000 as major",
+    );
+    const migrations = loadMigrations(folder, v[0].major);
+    const { rows: l } = await c.query<{ locked: boolean }>("select pg_try_advisory_lock($1) as locked", [ADVISORY_LOCK]);
+    if (!l[0].locked) throw new Busy("another rolesync migration holds the lock");
+    try {
+      checkLedger(await appliedMigrations(c, migrations), migrations);
+      for (const file of hooks.beforeAllMigrations) await runHook(c, file);
+
+      const ledger = async (): Promise<string[]> => {
+        const { rows: t } = await c.query<{ ok: boolean }>("select pg_catalog.to_regclass('rolesync.migrations') is not null as ok");
+        if (!t[0].ok) return [];
+        return (await c.query<{ filename: string }>("select filename from rolesync.migrations")).rows.map((r) => r.filename);
+      };
+      const own = new Set(await ledger());
+      await runSql(c, `${LEDGER_DDL}\n${adoptSql(migrations)}`, true);
+      const applied = new Set(await ledger());
+      const adopted = [...applied].filter((f) => !own.has(f));
+      if (adopted.length) emit({ type: "adopted", filenames: adopted });
+
+      for (const m of migrations) {
+        if (applied.has(m.filename)) continue;
+        startedAt.set(m.file, Date.now());
+        if (!executed.includes(m.file)) executed.push(m.file);
+        const record = async (client: pg.Client) => {
+          await client.query("insert into rolesync.migrations (filename, hash, previous_hash) values ($1, $2, $3)", [
+            m.filename,
+            m.hash,
+            m.previousHash,
+          ]);
+        };
+        if (m.runIf && !(await condition(c, path.join(folder, m.runIf)))) {
+          emit({ type: "skipped", name: m.file, reason: conditionReason(path.join(folder, m.runIf)) });
+          if (!skipped.includes(m.file)) skipped.push(m.file);
+          await runSql(c, "select 1", true, record);
           continue;
         }
-        throw new MigrationError(
-          err.message,
-          err.code,
-          err.hint ??
-            (lockTimeout
-              ? "A long-running transaction keeps role_membership locked: find it in pg_stat_activity, end it, and run the migration again."
-              : undefined),
-        );
+        emit({ type: "migration", name: m.file });
+        await runSql(c, fill(m.body, appRole), m.transaction, record);
       }
+
+      for (const file of hooks.afterAllMigrations) await runHook(c, file);
+    } finally {
+      await c.query("select pg_advisory_unlock($1)", [ADVISORY_LOCK]).catch(() => {});
     }
   }
+
+  async function runHook(c: pg.Client, file: string): Promise<void> {
+    const sql = fill(readFileSync(path.join(folder, file), "utf8"), appRole);
+    await runSql(c, sql, !isNoTransactionDefined(sql));
+  }
 }
 
-/** Each committed migration's ledger name (000001.sql) and hash, as graphile-migrate records them. */
-export function committedLedger(migrationsFolder = path.join(packageRoot, "migrations")): Map<string, string> {
-  const ledger = new Map<string, string>();
-  for (const file of readdirSync(path.join(migrationsFolder, "committed")).sort()) {
-    if (!/^\d{6}.*\.sql$/.test(file)) continue;
-    const hash = /^--! Hash: (\S+)$/m.exec(readFileSync(path.join(migrationsFolder, "committed", file), "utf8"))?.[1];
-    if (hash) ledger.set(`${file.slice(0, 6)}.sql`, hash);
+/** Runs a RunIf condition file, which sets rolesync.run_migration to on or off. */
+async function condition(c: pg.Client, file: string): Promise<boolean> {
+  await c.query("select pg_catalog.set_config($1, '', false)", [RUN_IF_SETTING]);
+  await c.query(readFileSync(file, "utf8"));
+  const { rows } = await c.query<{ v: string }>("select current_setting($1) as v", [RUN_IF_SETTING]);
+  if (rows[0].v !== "on" && rows[0].v !== "off") {
+    throw new Error(`${file} must set ${RUN_IF_SETTING} to on or off, not '${rows[0].v}'`);
   }
-  return ledger;
+  return rows[0].v === "on";
 }
 
-/**
- * graphile-migrate keeps one ledger per database, graphile_migrate.migrations,
- * and runs only files numbered after the last one it recorded. If another
- * application of this database uses graphile-migrate too, its rows are
- * there: rolesync would then run nothing and report success, or start in
- * the middle of its chain; and rolesync's rows would make that application
- * skip its own. So a ledger holding any row that is not one of rolesync's
- * migrations is refused, before anything is changed (RS013).
- */
-async function refuseForeignLedger(client: pg.Client, migrationsFolder: string): Promise<void> {
-  const { rows: exists } = await client.query<{ ok: boolean }>(
-    "select pg_catalog.to_regclass('graphile_migrate.migrations') is not null as ok",
-  );
-  if (!exists[0].ok) return;
-  const ours = committedLedger(migrationsFolder);
-  const { rows } = await client.query<{ filename: string; hash: string }>(
-    "select filename, hash from graphile_migrate.migrations order by filename",
-  );
-  const foreign = rows.filter((r) => ours.get(r.filename) !== r.hash);
-  if (foreign.length === 0) return;
-  const last = [...ours.keys()].pop() ?? "";
-  if (foreign.every((r) => r.filename > last)) {
-    throw new MigrationError(
-      `this database was migrated by a newer rolesync: its ledger goes on to ${foreign.at(-1)!.filename}, ` +
-        `this version's migrations end at ${last}`,
-      "RS013",
-      "Nothing was changed. Run the `rolesync migrate` of the version that migrated it, or a later one.",
-    );
-  }
-  throw new MigrationError(
-    `graphile_migrate.migrations belongs to another application: ${foreign.length} of its ${rows.length} ` +
-      `migrations are not rolesync's (the first: ${foreign[0].filename}, ${foreign[0].hash})`,
-    "RS013",
-    "Nothing was changed. rolesync keeps its migrations in graphile-migrate's ledger, and a database has one: " +
-      "sharing it with another graphile-migrate application would skip migrations, theirs or rolesync's. " +
-      "rolesync cannot be installed in this database until it keeps a ledger of its own.",
-  );
-}
-
-/** The last migration of 0.1.0's chain, which the versions in migrations/compat/pg10-11 stand in for. */
-const COMPAT_LAST = "000008";
-
-/**
- * PostgreSQL 10 and 11 cannot run 0.1.0's migrations 000001-000008 as
- * written (MATERIALIZED, plan_cache_mode and EXECUTE FUNCTION are newer), and
- * those files are released, so they stay as they are. For these servers
- * migrations/compat/pg10-11 holds the files that differ, each under its
- * original's name and headers (so the ledger records the same chain) with
- * graphile-migrate's AllowInvalidHash. This composes a folder of them and
- * the unchanged originals, up to 000008, with the hooks; null when the
- * server is 12+ or the ledger is past 000008.
- */
-async function compatFolder(client: pg.Client, migrationsFolder: string): Promise<string | null> {
-  const { rows } = await client.query<{ major: number; ledger: boolean }>(
-    `select current_setting('server_version_num')::integer / 10000 as major,
-            pg_catalog.to_regclass('graphile_migrate.migrations') is not null as ledger`,
-  );
-  if (rows[0].major >= 12) return null;
-  if (rows[0].ledger) {
-    const { rows: last } = await client.query<{ filename: string | null }>(
-      "select max(filename) as filename from graphile_migrate.migrations",
-    );
-    if (last[0].filename && last[0].filename >= `${COMPAT_LAST}.sql`) return null;
-  }
-  const compat = path.join(packageRoot, "migrations", "compat", "pg10-11");
-  const dir = mkdtempSync(path.join(tmpdir(), "rolesync-migrations-"));
-  mkdirSync(path.join(dir, "committed"));
-  for (const file of readdirSync(path.join(migrationsFolder, "committed"))) {
-    if (!/^\d{6}/.test(file) || file.slice(0, 6) > COMPAT_LAST) continue;
-    const from = existsSync(path.join(compat, file)) ? path.join(compat, file) : path.join(migrationsFolder, "committed", file);
-    copyFileSync(from, path.join(dir, "committed", file));
-  }
-  cpSync(path.join(migrationsFolder, "hooks"), path.join(dir, "hooks"), { recursive: true });
-  return dir;
+/** Why a RunIf migration had nothing to do: its condition file's `-- Skipped: …` line. */
+export function conditionReason(file: string): string {
+  const text = readFileSync(file, "utf8");
+  return /^\s*\*?\s*Skipped:\s*(.+)$/m.exec(text)?.[1]?.trim() ?? `not needed here (${path.basename(file)})`;
 }

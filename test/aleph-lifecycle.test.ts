@@ -10,19 +10,16 @@
  * pre-upgrade hook.
  */
 import { afterAll, describe, expect, test } from "vitest";
-import { cpSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import type pg from "pg";
 import { runMigrations, packageRoot } from "../src/migrate.ts";
 import { APP_ROLE } from "../scripts/harness.ts";
-import { createRoles, createTestDatabase, groupsOf, serverMajor, sync, withPgClient, type TestDatabase } from "./helpers.ts";
+import { createRoles, createTestDatabase, groupsOf, installRelease010, serverMajor, sync, withPgClient, type TestDatabase } from "./helpers.ts";
 
 const databases: TestDatabase[] = [];
-const folders: string[] = [];
 afterAll(async () => {
   for (const db of databases) await db.drop();
-  for (const f of folders) rmSync(f, { recursive: true, force: true });
 });
 
 /** Aleph's revisions from 3.x on, in order: what each does to role and role_membership. */
@@ -165,8 +162,8 @@ async function keys(c: pg.Client): Promise<Keys> {
 const ROLESYNC_KEY = { index: "rolesync_role_membership_key", constraint: "rolesync_role_membership_key", type: "u" };
 const ALEPH_KEY = { index: "role_membership_pkey", constraint: "role_membership_pkey", type: "p" };
 
-async function migrate(db: TestDatabase, migrationsFolder?: string) {
-  return runMigrations({ databaseUrl: db.url, appRole: APP_ROLE, migrationsFolder });
+async function migrate(db: TestDatabase) {
+  return runMigrations({ databaseUrl: db.url, appRole: APP_ROLE });
 }
 
 /** What every end state must give: a clean, keyed table, the check passing, and a working sync. */
@@ -267,17 +264,6 @@ describe("Aleph 4.1+", () => {
 });
 
 describe("an upgrade from rolesync 0.1.0", () => {
-  /** A copy of the migrations folder holding 0.1.0's migrations only (000001-000008). */
-  function release010(): string {
-    const dir = mkdtempSync(path.join(tmpdir(), "rolesync-0.1.0-"));
-    folders.push(dir);
-    cpSync(path.join(packageRoot, "migrations"), dir, {
-      recursive: true,
-      filter: (src) => !/committed\/0000(09|[1-9]\d)/.test(src) && !src.endsWith("current.sql"),
-    });
-    return dir;
-  }
-
   test("0.1.0 took the primary key's name on a 4.0 database, and Aleph's upgrade failed; 0.2 hands it back and the upgrade passes", async () => {
     const db = await alephDatabase("4.0", { dirty: true });
     if ((await withPgClient(db.url, serverMajor)) < 12) {
@@ -290,8 +276,9 @@ describe("an upgrade from rolesync 0.1.0", () => {
       expect(err.code).toMatch(/^(42601|42704)$/); // MATERIALIZED (12+), plan_cache_mode (12+)
       return;
     }
-    const old = await migrate(db, release010());
-    expect(old.executed.at(-1)).toBe("000008-sync-by-foreign-id.sql");
+    // 0.1.0's migrations, by 0.1.0's runner: graphile-migrate's own migrate.
+    const old = await installRelease010(db.url, APP_ROLE);
+    expect(old.at(-1)).toBe("000008-sync-by-foreign-id.sql");
     await withPgClient(db.url, async (c) => {
       expect((await keys(c)).primaryKey).toBe("role_membership_pkey");
       const err = await alephUpgrade(c).catch((e) => e);

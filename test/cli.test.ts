@@ -8,7 +8,7 @@ import path from "node:path";
 import { packageRoot } from "../src/migrate.ts";
 import { APP_ROLE } from "../scripts/harness.ts";
 import { alephPre41Dirty, DIRTY_ROWS } from "../scripts/fixtures.ts";
-import { connect, createRoles, createTestDatabase, runNode, serverMajor, withPgClient, type TestDatabase } from "./helpers.ts";
+import { connect, createRoles, createTestDatabase, installRelease010, runNode, serverMajor, withPgClient, type TestDatabase } from "./helpers.ts";
 
 interface Run {
   code: number;
@@ -298,9 +298,9 @@ describe("on an empty database", () => {
     });
     const left = await withPgClient(empty.url, async (c) =>
       (await c.query(`select to_regclass('public.role') as role, to_regtype('public.role_type') as role_type,
-                             (select count(*)::int from graphile_migrate.migrations) as migrations`)).rows[0],
+                             to_regnamespace('rolesync') as rolesync`)).rows[0],
     );
-    expect(left).toEqual({ role: null, role_type: null, migrations: 0 });
+    expect(left).toEqual({ role: null, role_type: null, rolesync: null }); // not even the ledger
   });
 
   test("migrate --create-aleph-schema: Aleph 4.1.6's tables, every migration, then check is all good", async () => {
@@ -575,5 +575,41 @@ describe("timeouts", () => {
       expect(run.ms).toBeGreaterThan(1000);
       expect(json(run)).toEqual({ added: [], removed: [] });
     });
+  });
+});
+
+describe("a database rolesync 0.1.0 migrated (its ledger in graphile_migrate.migrations)", () => {
+  let db: TestDatabase;
+  beforeAll(async () => {
+    db = await createTestDatabase({ empty: true });
+    await withPgClient(db.url, alephPre41Dirty);
+    await installRelease010(db.url, APP_ROLE);
+  });
+  afterAll(async () => db?.drop());
+
+  test("status counts 0.1.0's migrations as applied, and lists the rest as pending", async () => {
+    const run = await rolesync(["--json", "status"], { DATABASE_URL: db.url });
+    expect(run.code, run.stderr).toBe(0);
+    const { migrations } = json(run);
+    expect(migrations.applied).toBe(8);
+    expect(migrations.pending[0]).toBe("000009-sync-oauth-login.sql");
+    expect(migrations.applied + migrations.pending.length).toBe(migrations.available);
+  });
+
+  test("migrate adopts 0.1.0's rows, says so, applies the rest; graphile-migrate's ledger is left as it was", async () => {
+    const gm = async () =>
+      withPgClient(db.url, async (c) => (await c.query("select * from graphile_migrate.migrations order by filename")).rows);
+    const before = await gm();
+    const run = await rolesync(["migrate"], { DATABASE_URL: db.url });
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(/^adopted 8 migration\(s\) from graphile_migrate\.migrations into rolesync\.migrations \(000001\.sql to 000008\.sql\)$/m);
+    expect(run.stdout).toMatch(/^→ 000009-sync-oauth-login\.sql$/m);
+    expect(run.stdout).not.toMatch(/^→ 00000[1-8]/m);
+    expect(await gm()).toEqual(before);
+    const status = json(await rolesync(["--json", "status"], { DATABASE_URL: db.url }));
+    expect(status.migrations.pending).toEqual([]);
+    const again = await rolesync(["migrate"], { DATABASE_URL: db.url });
+    expect(again.stdout).not.toMatch(/adopted/);
+    expect(again.stdout).toMatch(/already up to date/);
   });
 });

@@ -5,6 +5,13 @@
 import { inject } from "vitest";
 import { spawn } from "node:child_process";
 import pg from "pg";
+import { cpSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { migrate as gmMigrate, Logger } from "graphile-migrate";
+import { clearAllPools } from "graphile-migrate/dist/pgReal.js";
+import { packageRoot } from "../src/migrate.ts";
+import { withClient } from "../src/pg.ts";
 import { createDatabase, dropDatabase, externalServer, uniqueName, type Server } from "../scripts/db.ts";
 
 export function testServer(): Server {
@@ -177,4 +184,48 @@ export function percentile(sorted: number[], p: number): number {
 export async function serverMajor(client: pg.Client): Promise<number> {
   const { rows } = await client.query<{ n: number }>("select current_setting('server_version_num')::integer / 10000 as n");
   return rows[0].n;
+}
+
+/**
+ * A database as rolesync 0.1.0 left it: its migrations 000001-000008 and its
+ * hooks, applied by graphile-migrate's own `migrate` (0.1.0's runner) into
+ * graphile_migrate.migrations. The upgrade tests start from here. The hooks
+ * are today's; 0.1.0's did the same for a database with Aleph's tables.
+ * 0.1.0's first migration does not parse on PostgreSQL 10 or 11, so there
+ * no such database exists; there the same ledger is made with the versions
+ * in migrations/compat/pg10-11 (graphile-migrate's AllowInvalidHash).
+ */
+export async function installRelease010(url: string, appRole: string): Promise<string[]> {
+  const dir = mkdtempSync(path.join(tmpdir(), "rolesync-0.1.0-"));
+  try {
+    cpSync(path.join(packageRoot, "migrations"), dir, {
+      recursive: true,
+      filter: (src) => !/committed\/0000(09|[1-9]\d)/.test(src) && !src.endsWith("current.sql"),
+    });
+    const major = await withClient(url, async (c) =>
+      Number((await c.query("select current_setting('server_version_num')::int / 10000 as m")).rows[0].m),
+    );
+    if (major < 12) cpSync(path.join(packageRoot, "migrations", "compat", "pg10-11"), path.join(dir, "committed"), { recursive: true });
+    const executed: string[] = [];
+    const logger = new Logger(() => (_level, message) => {
+      const m = /Running migration '([^']+)'/.exec(message);
+      if (m) executed.push(m[1]);
+    });
+    await gmMigrate(
+      {
+        connectionString: url,
+        migrationsFolder: dir,
+        placeholders: { ":ROLESYNC_APP_ROLE": appRole },
+        beforeAllMigrations: ["hooks/aleph-tables.sql", "hooks/drop-invalid-indexes.sql"],
+        logger,
+      },
+      false,
+      false,
+    );
+    return executed;
+  } finally {
+    // graphile-migrate's pools otherwise linger, and break a database drop.
+    clearAllPools();
+    rmSync(dir, { recursive: true, force: true });
+  }
 }

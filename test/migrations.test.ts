@@ -3,11 +3,10 @@
  * in to the same end state, lose nothing on the way, and a second run is a no-op.
  */
 import { afterAll, describe, expect, test } from "vitest";
-import { cpSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import type pg from "pg";
-import { runMigrations, MigrationError, packageRoot, type MigrateEvent } from "../src/migrate.ts";
+import { loadMigrations, runMigrations, MigrationError, packageRoot, type MigrateEvent } from "../src/migrate.ts";
 import { APP_ROLE } from "../scripts/harness.ts";
 import {
   alephPre41,
@@ -17,13 +16,11 @@ import {
   fingerprint,
   interruptedIndexBuild,
 } from "../scripts/fixtures.ts";
-import { connect, createTestDatabase, serverMajor, withPgClient, type TestDatabase, sync, createRoles, groupsOf } from "./helpers.ts";
+import { connect, createTestDatabase, installRelease010, serverMajor, withPgClient, type TestDatabase, sync, createRoles, groupsOf } from "./helpers.ts";
 
 const databases: TestDatabase[] = [];
-const folders: string[] = [];
 afterAll(async () => {
   for (const db of databases) await db.drop();
-  for (const f of folders) rmSync(f, { recursive: true, force: true });
 });
 
 async function database(empty: boolean): Promise<TestDatabase> {
@@ -94,19 +91,15 @@ async function expectMigrated(client: pg.Client) {
   expect(fns.map((r) => r.proname)).toEqual(["dedupe_role_memberships", "sync_role_memberships"]);
 }
 
-/** What a refused run must not leave: anything in schema public, schema rolesync, or a migration in the ledger. */
+/** What a refused run must not leave: anything in schema public, schema rolesync (its ledger too), or graphile-migrate's schema. */
 async function leftBehind(client: pg.Client) {
   const { rows } = await client.query(`
     select to_regnamespace('rolesync') is not null as rolesync_schema,
+           to_regnamespace('graphile_migrate') is not null as graphile_migrate_schema,
            (select count(*)::int from pg_class where relnamespace = 'public'::regnamespace) as relations,
            (select count(*)::int from pg_type where typnamespace = 'public'::regnamespace) as types,
-           (select count(*)::int from pg_proc where pronamespace = 'public'::regnamespace) as functions,
-           to_regclass('graphile_migrate.migrations') is not null as ledger`);
-  const { ledger, ...objects } = rows[0];
-  const migrations = ledger
-    ? (await client.query("select count(*)::int as n from graphile_migrate.migrations")).rows[0].n
-    : null;
-  return { ...objects, migrations };
+           (select count(*)::int from pg_proc where pronamespace = 'public'::regnamespace) as functions`);
+  return rows[0];
 }
 
 /** Aleph's side of the schema: role's columns, constraints and indexes, and the enum. */
@@ -171,8 +164,8 @@ describe("every starting state reaches the same end state", () => {
     expect(err.hint).toContain("runMigrations({ createAlephSchema: true })");
     await withPgClient(db.url, async (c) => {
       const after = await leftBehind(c);
-      // graphile-migrate creates its own schema and empty ledger before any hook runs; no migration is recorded.
-      expect(after).toEqual({ ...before, migrations: 0 });
+      // Nothing at all: the ledger is created after the hooks, so not even rolesync.migrations.
+      expect(after).toEqual(before);
       const { rows } = await c.query(`select to_regtype('public.role_type') as role_type, to_regclass('public.role') as role,
                                              to_regclass('public.role_membership') as role_membership,
                                              to_regprocedure('public.sync_role_memberships(integer, integer[], text)') as sync`);
@@ -303,15 +296,9 @@ describe("every starting state reaches the same end state", () => {
   test("a database migrated by 0.1.0 (000001-000008): its tables move to schema rolesync with their rows and grants", async () => {
     const db = await database(true);
     await withPgClient(db.url, alephPre41Dirty);
-    // 0.1.0's migrations only: a copy of the folder without 000009 and later.
-    const release010 = mkdtempSync(path.join(tmpdir(), "rolesync-0.1.0-"));
-    folders.push(release010);
-    cpSync(path.join(packageRoot, "migrations"), release010, {
-      recursive: true,
-      filter: (src) => !/committed\/0000(09|[1-9]\d)/.test(src) && !src.endsWith("current.sql"),
-    });
-    const old = await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE, migrationsFolder: release010 });
-    expect(old.executed.at(-1)).toBe("000008-sync-by-foreign-id.sql");
+    // 0.1.0's migrations, by 0.1.0's runner (graphile-migrate's own migrate).
+    const old = await installRelease010(db.url, APP_ROLE);
+    expect(old.at(-1)).toBe("000008-sync-by-foreign-id.sql");
     const { duplicates, triplicates, nullRows } = DIRTY_ROWS;
     const before = await withPgClient(db.url, async (c) => {
       const { users, groups } = await createRoles(c, { users: 1, groups: 2 });
@@ -383,40 +370,57 @@ describe("refusals", () => {
   }
 
   test.each([10, 3])(
-    "a database whose own application uses graphile-migrate (%i migrations) is refused with RS013, and nothing changes",
+    "a database whose own application uses graphile-migrate (%i migrations): rolesync installs in full in its own ledger, and the host's is untouched",
     async (n) => {
       const db = await database(true);
       await withPgClient(db.url, async (c) => {
         await alephPre41(c);
         await hostLedger(c, n);
       });
-      const before = await withPgClient(db.url, async (c) => (await c.query("select * from graphile_migrate.migrations order by filename")).rows);
-      const err = await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE }).catch((e) => e);
-      expect(err).toBeInstanceOf(MigrationError);
-      expect(err.code).toBe("RS013");
-      expect(err.message).toMatch(new RegExp(`belongs to another application: ${n} of its ${n} migrations are not rolesync's`));
-      expect(err.hint).toMatch(/^Nothing was changed\./);
+      const hostRows = async (c: pg.Client) => (await c.query("select * from graphile_migrate.migrations order by filename")).rows;
+      const before = await withPgClient(db.url, hostRows);
+      const events: MigrateEvent[] = [];
+      const result = await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE, onEvent: (e) => events.push(e) });
+      expect(result.executed).toEqual(loadMigrations().map((m) => m.file));
+      expect(events.some((e) => e.type === "adopted")).toBe(false); // none of the host's rows is rolesync's
       await withPgClient(db.url, async (c) => {
-        expect((await c.query("select * from graphile_migrate.migrations order by filename")).rows).toEqual(before);
-        const { rows } = await c.query(
-          `select to_regprocedure('public.sync_role_memberships(integer, integer[], text)') as f,
-                  to_regnamespace('rolesync') as schema,
-                  (select count(*)::int from pg_index where indrelid = 'public.role_membership'::regclass) as indexes`,
-        );
-        expect(rows[0]).toEqual({ f: null, schema: null, indexes: 0 });
+        await expectMigrated(c);
+        expect(await hostRows(c)).toEqual(before);
+        const { rows } = await c.query("select filename, hash from rolesync.migrations order by filename");
+        expect(rows).toEqual(loadMigrations().map((m) => ({ filename: m.filename, hash: m.hash })));
       });
+      expect((await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE })).executed).toEqual([]);
+      expect(await withPgClient(db.url, hostRows)).toEqual(before);
     },
   );
 
   test("a database a newer rolesync migrated is refused with RS013 and told which version to run", async () => {
     const db = await database(false); // migrated by this version
     await withPgClient(db.url, (c) =>
-      c.query(`insert into graphile_migrate.migrations (hash, previous_hash, filename)
-               select 'sha1:from-the-future', hash, '000099.sql' from graphile_migrate.migrations order by filename desc limit 1`),
+      c.query(`insert into rolesync.migrations (filename, hash, previous_hash)
+               select '000099.sql', 'sha1:from-the-future', hash from rolesync.migrations order by filename desc limit 1`),
     );
+    const before = await withPgClient(db.url, fingerprint);
     const err = await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE }).catch((e) => e);
     expect(err.code).toBe("RS013");
-    expect(err.message).toMatch(/migrated by a newer rolesync: its ledger goes on to 000099\.sql/);
+    expect(err.message).toMatch(/migrated by a newer rolesync: rolesync\.migrations goes on to 000099\.sql/);
+    expect(err.hint).toMatch(/^Nothing was changed\./);
+    expect(await withPgClient(db.url, fingerprint)).toEqual(before);
+  });
+
+  test.each([
+    ["a row whose hash is not this version's", "update rolesync.migrations set hash = 'sha1:edited' where filename = '000005.sql'", /does not match this version's migrations: 000005\.sql \(sha1:edited\)/],
+    ["a row deleted from the middle", "delete from rolesync.migrations where filename = '000004.sql'", /has 12 rows but not 000004\.sql: some are missing/],
+  ])("a ledger with %s is refused with RS013 before anything runs", async (_what, change, message) => {
+    const db = await database(false);
+    await withPgClient(db.url, async (c) => {
+      await c.query("alter table rolesync.migrations drop constraint migrations_previous_hash_fkey");
+      await c.query(change);
+    });
+    const err = await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE }).catch((e) => e);
+    expect(err.code).toBe("RS013");
+    expect(err.message).toMatch(message);
+    expect(err.hint).toMatch(/^Nothing was changed\./);
   });
 
   test("a database default rolesync.create_aleph_schema = on does not opt runMigrations in: RS012", async () => {
@@ -426,7 +430,7 @@ describe("refusals", () => {
     const err = await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE }).catch((e) => e);
     expect(err).toBeInstanceOf(MigrationError);
     expect(err.code).toBe("RS012");
-    expect(await withPgClient(db.url, leftBehind)).toEqual({ ...before, migrations: 0 });
+    expect(await withPgClient(db.url, leftBehind)).toEqual(before);
   });
 
   test("half of Aleph (role without role_membership) is refused with RS012 even with createAlephSchema", async () => {
@@ -445,8 +449,9 @@ describe("refusals", () => {
     await withPgClient(db.url, async (c) => {
       expect(await alephShape(c)).toEqual(before);
       const { rows } = await c.query(`select to_regclass('public.role_membership') as m,
-                                             (select count(*)::int from graphile_migrate.migrations) as migrations`);
-      expect(rows[0]).toEqual({ m: null, migrations: 0 });
+                                             to_regnamespace('rolesync') as rolesync`);
+      expect(rows[0]).toEqual({ m: null, rolesync: null }); // nor the ledger
+
     });
   });
 
@@ -475,9 +480,51 @@ describe("refusals", () => {
     expect(err.code).toBe("42704");
     expect(err.hint).toMatch(/ROLESYNC_APP_ROLE/);
     const created = await withPgClient(db.url, async (c) =>
-      (await c.query("select to_regclass('graphile_migrate.migrations') as m")).rows[0].m,
+      (await c.query("select coalesce(to_regclass('rolesync.migrations'), to_regclass('graphile_migrate.migrations')) as m")).rows[0].m,
     );
     expect(created).toBeNull();
+  });
+});
+
+describe("000010 builds rolesync's own key index only where Aleph has yet to add its key (its RunIf condition)", () => {
+  test.each([
+    ["no Alembic ledger (not Aleph's, or a standalone database)", null, false],
+    ["Aleph 4.0 (8adf50aadcb0): Aleph's 4.1 upgrade adds role_membership_pkey later", "8adf50aadcb0", true],
+    ["Aleph 4.1 or later (31e24765dee3)", "31e24765dee3", false],
+  ])("%s", async (_what, revision, builds) => {
+    const db = await database(true);
+    await withPgClient(db.url, async (c) => {
+      await alephPre41Dirty(c);
+      if (revision) {
+        await c.query("create table public.alembic_version (version_num varchar(32) not null primary key)");
+        await c.query("insert into public.alembic_version values ($1)", [revision]);
+      }
+    });
+    const events: MigrateEvent[] = [];
+    const result = await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE, onEvent: (e) => events.push(e) });
+    // Recorded either way: the ledger holds every migration, and a second run has nothing to do.
+    expect(result.executed).toContain("000010-own-key-index.sql");
+    expect(result.skipped).toEqual(builds ? [] : ["000010-own-key-index.sql"]);
+    const skipped = events.find((e) => e.type === "skipped");
+    if (builds) {
+      expect(skipped).toBeUndefined();
+      expect(events).toContainEqual({ type: "migration", name: "000010-own-key-index.sql" });
+    } else {
+      expect(skipped).toEqual({ type: "skipped", name: "000010-own-key-index.sql", reason: expect.stringMatching(/role_membership_pkey keys this table to stay/) });
+    }
+    await withPgClient(db.url, async (c) => {
+      const { rows } = await c.query(
+        `select conname, contype from pg_constraint where conrelid = 'public.role_membership'::regclass and contype in ('p', 'u')`,
+      );
+      // Where it was built, 000012 made it rolesync's UNIQUE key; elsewhere the primary key keys the table.
+      expect(rows).toEqual(
+        builds
+          ? [{ conname: "rolesync_role_membership_key", contype: "u" }]
+          : [{ conname: (await serverMajor(c)) < 12 ? "rolesync_role_membership_key" : "role_membership_pkey", contype: (await serverMajor(c)) < 12 ? "u" : "p" }],
+      );
+      expect((await c.query("select count(*)::int as n from rolesync.migrations")).rows[0].n).toBe(loadMigrations().length);
+    });
+    expect((await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE })).executed).toEqual([]);
   });
 });
 
@@ -516,7 +563,7 @@ describe("strong locks wait at most lock_timeout, and the runner retries", () =>
       expect(err.hint).toMatch(/pg_stat_activity/);
       await holder.query("commit");
       const applied = await withPgClient(db.url, async (c) =>
-        (await c.query("select count(*)::int as n from graphile_migrate.migrations")).rows[0].n,
+        (await c.query("select count(*)::int as n from rolesync.migrations")).rows[0].n,
       );
       expect(applied).toBe(0); // 000001 rolled back as a whole
     } finally {

@@ -5,7 +5,7 @@
  */
 import { afterAll, expect, test } from "vitest";
 import { spawn } from "node:child_process";
-import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type pg from "pg";
@@ -14,7 +14,7 @@ import { packageRoot, runMigrations } from "../src/migrate.ts";
 import { APP_ROLE } from "../scripts/harness.ts";
 import { pgEnv } from "../scripts/pgtap.ts";
 import { alephPre41Dirty, DIRTY_ROWS, fingerprint } from "../scripts/fixtures.ts";
-import { createRoles, createTestDatabase, groupsOf, runNode, sync, withPgClient, type TestDatabase } from "./helpers.ts";
+import { createRoles, createTestDatabase, groupsOf, installRelease010, runNode, sync, withPgClient, type TestDatabase } from "./helpers.ts";
 
 const databases: TestDatabase[] = [];
 const dir = mkdtempSync(path.join(tmpdir(), "rolesync-psql-"));
@@ -48,7 +48,7 @@ async function dirtyAleph(): Promise<TestDatabase> {
 }
 
 const applied = async (c: pg.Client) =>
-  (await c.query<{ filename: string }>("select filename from graphile_migrate.migrations order by filename")).rows.map(
+  (await c.query<{ filename: string }>("select filename from rolesync.migrations order by filename")).rows.map(
     (r) => r.filename,
   );
 
@@ -115,23 +115,21 @@ test("psql -1 is refused before anything runs (25001, with the way round), and n
   expect(run.output).toMatch(/ERROR: {2}rolesync\.sql cannot run inside one transaction \(psql -1, --single-transaction\)/);
   expect(run.output).toMatch(/HINT: {2}CREATE INDEX CONCURRENTLY and VACUUM cannot run in a transaction block/);
   await withPgClient(db.url, async (c) => {
-    const { rows } = await c.query("select to_regclass('graphile_migrate.migrations') as ledger, to_regnamespace('rolesync') as schema");
-    expect(rows[0]).toEqual({ ledger: null, schema: null });
+    const { rows } = await c.query("select to_regnamespace('graphile_migrate') as gm, to_regnamespace('rolesync') as schema");
+    expect(rows[0]).toEqual({ gm: null, schema: null }); // not even the ledger
   });
 });
 
 test("a database rolesync 0.1.0 migrated: the script applies what came after, and nothing of 0.1.0 again", async () => {
   const db = await dirtyAleph();
-  // 0.1.0's migrations only (000001-000008), through the runner.
-  const release010 = path.join(dir, "0.1.0");
-  cpSync(path.join(packageRoot, "migrations"), release010, {
-    recursive: true,
-    filter: (src) => !/committed\/0000(09|[1-9]\d)/.test(src) && !src.endsWith("current.sql"),
-  });
-  const old = await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE, migrationsFolder: release010 });
-  expect(old.executed.at(-1)).toBe("000008-sync-by-foreign-id.sql");
+  // 0.1.0's migrations (000001-000008), by 0.1.0's runner, graphile-migrate's migrate.
+  const old = await installRelease010(db.url, APP_ROLE);
+  expect(old.at(-1)).toBe("000008-sync-by-foreign-id.sql");
+  const gm = async (c: pg.Client) => (await c.query("select * from graphile_migrate.migrations order by filename")).rows;
+  const gmBefore = await withPgClient(db.url, gm);
   const run = await psql(db.url, ["-v", "ON_ERROR_STOP=1", "-v", `app_role=${APP_ROLE}`, "-f", script]);
   expect(run.code, run.output).toBe(0);
+  expect(await withPgClient(db.url, gm)).toEqual(gmBefore); // adopted, not moved: graphile-migrate's ledger stays as it was
   expect(run.output).toMatch(/rolesync: 000009-sync-oauth-login\.sql[\s\S]*rolesync: 000012-aleph-life-cycle\.sql/);
   expect(run.output).not.toMatch(/rolesync: 00000[1-8]-/);
   await withPgClient(db.url, async (c) => {
@@ -154,7 +152,7 @@ test("`rolesync sql` prints the script, headed with the package's version and th
   ]);
 });
 
-test("the script refuses a ledger another graphile-migrate application keeps (RS013), before changing anything", async () => {
+test("beside another application's graphile-migrate ledger the script installs everything, and leaves that ledger alone", async () => {
   const db = await dirtyAleph();
   await withPgClient(db.url, (c) =>
     c.query(`create schema graphile_migrate;
@@ -162,13 +160,25 @@ test("the script refuses a ledger another graphile-migrate application keeps (RS
                                                 filename text not null, date timestamptz not null default now());
       insert into graphile_migrate.migrations (hash, filename) values ('sha1:host1', '000001.sql')`),
   );
+  const run = await psql(db.url, ["-v", "ON_ERROR_STOP=1", "-v", `app_role=${APP_ROLE}`, "-f", script]);
+  expect(run.code, run.output).toBe(0);
+  await withPgClient(db.url, async (c) => {
+    expect((await applied(c)).length).toBe(COMMITTED);
+    const { rows } = await c.query("select filename, hash from graphile_migrate.migrations");
+    expect(rows).toEqual([{ filename: "000001.sql", hash: "sha1:host1" }]);
+  });
+});
+
+test("the script refuses a newer rolesync's ledger (RS013) before changing anything", async () => {
+  const db = await dirtyAleph();
+  await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE });
+  await withPgClient(db.url, (c) =>
+    c.query(`insert into rolesync.migrations (filename, hash, previous_hash)
+             select '000099.sql', 'sha1:from-the-future', hash from rolesync.migrations order by filename desc limit 1`),
+  );
+  const before = await withPgClient(db.url, fingerprint);
   const run = await psql(db.url, ["-v", "ON_ERROR_STOP=1", "-f", script]);
   expect(run.code).not.toBe(0);
-  expect(run.output).toMatch(/ERROR: {2}graphile_migrate\.migrations holds 1 migration\(s\) that are not this script's \(the first: 000001\.sql, sha1:host1\)/);
-  await withPgClient(db.url, async (c) => {
-    const { rows } = await c.query(
-      "select to_regnamespace('rolesync') as schema, (select count(*)::int from graphile_migrate.migrations) as ledger",
-    );
-    expect(rows[0]).toEqual({ schema: null, ledger: 1 });
-  });
+  expect(run.output).toMatch(/ERROR: {2}this database was migrated by a newer rolesync: rolesync\.migrations holds 000099\.sql \(sha1:from-the-future\)/);
+  expect(await withPgClient(db.url, fingerprint)).toEqual(before);
 });

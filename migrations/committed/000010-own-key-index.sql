@@ -1,6 +1,7 @@
 --! Previous: sha1:fe8da1ab84b7b8a4949a4d2fcd0a63c254c8edbc
 --! Hash: sha1:5de566052b0ff402d579be60bfcb14c54fc22561
 --! Message: own key index
+--! RunIf: conditions/aleph-adds-primary-key.sql
 
 --! no-transaction
 /*

@@ -1,7 +1,7 @@
 -- Structure of the tables and the view after every migration has run.
 begin;
 set local search_path = public, tap;
-select plan(40);
+select plan(47);
 
 select has_type('public', 'role_type', 'Aleph''s role_type exists');
 select enum_has_labels('public', 'role_type', array['user', 'group', 'system'], 'role_type has Aleph''s labels in order');
@@ -58,8 +58,25 @@ select is_empty(
 
 -- rolesync's own tables live in schema rolesync (000012), out of Aleph's public.
 select has_schema('rolesync', 'rolesync has a schema of its own');
-select tables_are('rolesync', array['role_membership_removed', 'role_membership_version'],
-  'schema rolesync holds exactly the archive and the version table');
+select tables_are('rolesync', array['migrations', 'role_membership_removed', 'role_membership_version'],
+  'schema rolesync holds exactly the ledger, the archive and the version table');
+
+-- rolesync's own migration ledger (src/migrate.ts), not graphile-migrate's:
+-- one row per committed migration, chained by hash as graphile-migrate chains them.
+select columns_are('rolesync', 'migrations', array['filename', 'hash', 'previous_hash', 'date'],
+  'the ledger has graphile-migrate''s four columns');
+select col_is_pk('rolesync', 'migrations', 'filename', 'the ledger is keyed by the migration''s file number');
+select col_is_unique('rolesync', 'migrations', 'hash', 'each hash is recorded once');
+select fk_ok('rolesync', 'migrations', 'previous_hash', 'rolesync', 'migrations', 'hash',
+  'each row names the hash before it');
+select is((select count(*)::int from rolesync.migrations),
+  (select count(*)::int from rolesync.migrations m where m.filename ~ '^\d{6}\.sql$' and m.hash ~ '^sha1:[0-9a-f]{40}$'),
+  'every row is a file number and a sha1 hash');
+select is((select count(*)::int from rolesync.migrations m
+            where m.previous_hash is distinct from
+                  (select p.hash from rolesync.migrations p where p.filename < m.filename order by p.filename desc limit 1)),
+  0, 'the rows form one chain, in file order');
+select ok(obj_description('rolesync.migrations'::regclass, 'pg_class') is not null, 'the ledger says what it is');
 select hasnt_table('public', 'role_membership_removed', 'the archive is no longer in public');
 select hasnt_table('public', 'role_membership_version', 'the version table is no longer in public');
 select has_sequence('rolesync', 'role_membership_removed_id_seq', 'the archive''s identity sequence moved with it');
