@@ -20,9 +20,10 @@ import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { Command, CommanderError, Option } from "commander";
 import pg from "pg";
-import { appliedMigrations, runMigrations, MigrationError, packageRoot, type MigrateEvent } from "./migrate.ts";
+import { appliedMigrations, DEFAULT_MAINTENANCE_WORK_MEM, runMigrations, MigrationError, packageRoot, type MigrateEvent } from "./migrate.ts";
 import { psqlScript } from "./psql.ts";
 import { syncRoleMemberships } from "./client.ts";
+import { sqlstate as sqlstateEntry } from "./sqlstates.ts";
 import { watchProgress, withApplicationName } from "./progress.ts";
 import { ConnectTimeoutError, databaseUrlProblem, redact, withClient, type ClientOptions } from "./pg.ts";
 
@@ -165,7 +166,10 @@ interface CheckRow {
   hint: string | null;
 }
 
-async function migrateCommand(opts: { appRole?: string; lockRetries: string; createAlephSchema?: boolean }, cmd: Command) {
+async function migrateCommand(
+  opts: { appRole?: string; lockRetries: string; createAlephSchema?: boolean; maintenanceWorkMem?: string },
+  cmd: Command,
+) {
   const { url, out, write } = context(cmd);
   const lockRetries = Number(opts.lockRetries);
   if (!Number.isInteger(lockRetries) || lockRetries < 0) {
@@ -179,6 +183,7 @@ async function migrateCommand(opts: { appRole?: string; lockRetries: string; cre
     appRole: opts.appRole ?? process.env.ROLESYNC_APP_ROLE,
     lockRetries,
     createAlephSchema: Boolean(opts.createAlephSchema),
+    maintenanceWorkMem: opts.maintenanceWorkMem ?? (process.env.ROLESYNC_MAINTENANCE_WORK_MEM || undefined),
     onEvent: (e) => {
       const line = describeEvent(e);
       if (line) out.line(line);
@@ -449,6 +454,10 @@ export function buildProgram(): Command {
     .option("--app-role <role>", "role granted EXECUTE (default: $ROLESYNC_APP_ROLE, else the connecting user)")
     .option("--lock-retries <n>", "retries when a lock is not granted within lock_timeout", "30")
     .option(
+      "--maintenance-work-mem <size>",
+      `memory for each index build, e.g. 1GB (default: $ROLESYNC_MAINTENANCE_WORK_MEM, else at least ${DEFAULT_MAINTENANCE_WORK_MEM}; "server": the server's own)`,
+    )
+    .option(
       "--create-aleph-schema",
       "standalone database without Aleph: create role_type, role and role_membership as Aleph 4.1.6 has them (no effect where they exist)",
     )
@@ -557,25 +566,15 @@ function reportError(e: unknown, json: boolean): number {
   return code;
 }
 
-/** One line of advice per SQLSTATE an operator is likely to meet. */
+/**
+ * One line of advice for a SQLSTATE whose error came without a HINT (the
+ * server's own wins: rolesync's SQL sets one on every RS error), read from
+ * src/sqlstates.ts, the one list of them: its CLI hint, else what to do.
+ */
 export function hintFor(code: string): string {
-  const hints: Record<string, string> = {
-    "22004": "Pass a role id and an array without NULLs; use --none to remove every membership.",
-    RS001: "The member does not exist or is soft-deleted: sync only live roles.",
-    RS002: "Create the group roles first, or leave these ids out.",
-    RS003: "Pass only roles of type 'group'.",
-    RS004: "Remove the member's own id from the group list.",
-    "55P03": "A long transaction holds a lock on role_membership: find it in pg_stat_activity, end it, and retry.",
-    "42501": "The connecting role lacks a privilege: connect as the owner of the tables.",
-    "40001": "A concurrent change won: retry the whole transaction.",
-    "40P01": "A deadlock was broken: retry the whole transaction.",
-    "57014":
-      "A statement ran past the statement timeout (status, check, dedupe --dry-run: --statement-timeout or " +
-      `ROLESYNC_STATEMENT_TIMEOUT, default ${DEFAULT_STATEMENT_TIMEOUT_S} s, 0 = none), usually waiting for a lock a long transaction holds (see pg_stat_activity); or an administrator cancelled it.`,
-    RS010: "role_membership has another primary key: drop it first; rolesync keys the table on (member_id, group_id).",
-    RS011: "An index build was interrupted: run `rolesync migrate` again; it rebuilds the index.",
-    RS012: "Aleph's tables are missing: run `aleph upgrade` first, or pass --create-aleph-schema for a standalone database.",
-    RS013: "rolesync.migrations does not match this version's migrations: run the newer rolesync that migrated it, or restore the ledger.",
-  };
-  return hints[code] ?? "See the SQLSTATE table in the README.";
+  const entry = sqlstateEntry(code);
+  if (!entry) return "See the SQLSTATE table in the README.";
+  if (entry.cliHint) return entry.cliHint;
+  const todo = entry.todo.charAt(0).toUpperCase() + entry.todo.slice(1);
+  return /[.!?]$/.test(todo) ? todo : `${todo}.`;
 }

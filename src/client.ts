@@ -4,6 +4,7 @@
  * statements in one transaction and retries it on 40001/40P01. No business
  * logic lives here.
  */
+import { SQLSTATES, type RolesyncErrorName } from "./sqlstates.ts";
 
 /** Anything with pg's query(): a pg.Client, a pg.PoolClient or a pg.Pool. */
 export interface Queryable {
@@ -52,25 +53,28 @@ export class BlockedMemberError extends RolesyncError {}
 /** 40001 / 40P01: a concurrent transaction won; retry the whole transaction. */
 export class SerializationError extends RolesyncError {}
 
-const ERRORS: Record<string, new (m: string, c: string, o?: { hint?: string; detail?: string; cause?: unknown }) => RolesyncError> = {
-  "22004": NullArgumentError,
-  "22023": InvalidArgumentError,
-  "22001": InvalidArgumentError,
-  RS001: UnknownMemberError,
-  RS002: UnknownGroupError,
-  RS003: NotAGroupError,
-  RS004: SelfMembershipError,
-  RS005: UnmanagedGroupError,
-  RS006: BlockedMemberError,
-  "40001": SerializationError,
-  "40P01": SerializationError,
+type RolesyncErrorClass = new (m: string, c: string, o?: { hint?: string; detail?: string; cause?: unknown }) => RolesyncError;
+const CLASSES: Record<RolesyncErrorName, RolesyncErrorClass> = {
+  NullArgumentError,
+  InvalidArgumentError,
+  UnknownMemberError,
+  UnknownGroupError,
+  NotAGroupError,
+  SelfMembershipError,
+  UnmanagedGroupError,
+  BlockedMemberError,
+  SerializationError,
 };
+/** SQLSTATE → typed error, as src/sqlstates.ts maps them. */
+const ERRORS: ReadonlyMap<string, RolesyncErrorClass> = new Map(
+  SQLSTATES.flatMap((s) => (s.error ? [[s.code, CLASSES[s.error]] as const] : [])),
+);
 
 /** Turns a pg error with one of this package's SQLSTATEs into its typed error; anything else is returned as is. */
 export function toRolesyncError(e: unknown): unknown {
   if (e instanceof RolesyncError) return e; // already typed: not wrapped again
   const err = e as { code?: unknown; message?: string; hint?: string; detail?: string };
-  const Cls = typeof err?.code === "string" ? ERRORS[err.code] : undefined;
+  const Cls = typeof err?.code === "string" ? ERRORS.get(err.code) : undefined;
   return Cls ? new Cls(err.message ?? String(e), err.code as string, { hint: err.hint, detail: err.detail, cause: e }) : e;
 }
 

@@ -29,3 +29,4 @@ export {
   type RetryOptions,
 } from "./client.ts";
 export { runMigrations, MigrationError, type MigrateOptions, type MigrateEvent, type MigrateResult } from "./migrate.ts";
+export { SQLSTATES, sqlstate, type Sqlstate, type RolesyncErrorName } from "./sqlstates.ts";

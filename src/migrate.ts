@@ -63,6 +63,14 @@ const CREATE_ALEPH_SCHEMA_SETTING = "rolesync.create_aleph_schema";
 export const ADVISORY_LOCK = "76537962";
 /** The session setting a RunIf condition file sets to on or off. */
 export const RUN_IF_SETTING = "rolesync.run_migration";
+/**
+ * The runner's default floor for maintenance_work_mem (PostgreSQL's own
+ * default is 64MB). A 5,000,000-row role_membership's index sorts about
+ * 150 MB of keys; with 256MB the build sorts in memory. Memory cost: one
+ * backend, once, for one build at a time.
+ */
+export const DEFAULT_MAINTENANCE_WORK_MEM = "256MB";
+
 /** The last migration of 0.1.0's chain, which the versions in migrations/compat/pg10-11 stand in for. */
 const COMPAT_LAST = "000008";
 
@@ -93,6 +101,14 @@ export interface MigrateOptions {
   createAlephSchema?: boolean;
   /** The folder holding committed/ and hooks/ (default: this package's migrations/). */
   migrationsFolder?: string;
+  /**
+   * maintenance_work_mem for the runner's session, which its index builds
+   * (CREATE INDEX CONCURRENTLY) use: a size such as "512MB". Each build uses
+   * up to this much memory once, one build at a time; more memory means fewer
+   * sort passes over the table. Default: at least DEFAULT_MAINTENANCE_WORK_MEM
+   * (a server set higher keeps its own). "server": the server's setting as it is.
+   */
+  maintenanceWorkMem?: string;
   /** For the runner's connections: give up connecting after this many milliseconds (default: never). */
   clientOptions?: { connectTimeoutMs?: number };
 }
@@ -440,6 +456,7 @@ export async function runMigrations(opts: MigrateOptions): Promise<MigrateResult
       CREATE_ALEPH_SCHEMA_SETTING,
       opts.createAlephSchema ? "on" : "off",
     ]);
+    await c.query(maintenanceWorkMemSql(opts.maintenanceWorkMem), opts.maintenanceWorkMem === "server" ? [] : [opts.maintenanceWorkMem ?? DEFAULT_MAINTENANCE_WORK_MEM]);
     const { rows: v } = await c.query<{ major: number }>(
       "select current_setting('server_version_num')::integer / 10000 as major",
     );
@@ -492,6 +509,18 @@ export async function runMigrations(opts: MigrateOptions): Promise<MigrateResult
     const sql = fill(readFileSync(path.join(folder, file), "utf8"), appRole);
     await runSql(c, sql, !isNoTransactionDefined(sql));
   }
+}
+
+/**
+ * The session's maintenance_work_mem: as given, or at least the default
+ * (a server set higher keeps its setting), or untouched for "server". An
+ * invalid size fails with PostgreSQL's own 22023 before anything runs.
+ */
+function maintenanceWorkMemSql(requested: string | undefined): string {
+  if (requested === "server") return "select 1";
+  if (requested !== undefined) return "select pg_catalog.set_config('maintenance_work_mem', $1, false)";
+  return `select pg_catalog.set_config('maintenance_work_mem', $1, false)
+           where pg_catalog.pg_size_bytes(pg_catalog.current_setting('maintenance_work_mem')) < pg_catalog.pg_size_bytes($1)`;
 }
 
 /** Runs a RunIf condition file, which sets rolesync.run_migration to on or off. */

@@ -522,6 +522,27 @@ describe("timeouts", () => {
     expect(run.ms).toBeLessThan(5000);
   });
 
+  test("migrate --maintenance-work-mem that PostgreSQL does not take (or the variable): exit 3, 22023, nothing migrated", async () => {
+    const db = await createTestDatabase({ empty: true });
+    try {
+      await withPgClient(db.url, alephPre41Dirty);
+      for (const [args, env] of [
+        [["migrate", "--maintenance-work-mem", "lots"], {}],
+        [["migrate"], { ROLESYNC_MAINTENANCE_WORK_MEM: "-5" }],
+      ] as const) {
+        const run = await rolesync([...args], { DATABASE_URL: db.url, ...env });
+        expect(run.code, run.stderr).toBe(3);
+        expect(run.stderr).toMatch(/ERROR 22023: .*maintenance_work_mem/);
+      }
+      const { rows } = await withPgClient(db.url, (c) => c.query("select to_regnamespace('rolesync') as rolesync"));
+      expect(rows[0]).toEqual({ rolesync: null });
+      const ok = await rolesync(["migrate", "--maintenance-work-mem", "128MB"], { DATABASE_URL: db.url });
+      expect(ok.code, ok.stderr).toBe(0);
+    } finally {
+      await db.drop();
+    }
+  });
+
   test("a timeout that is not a number of seconds: exit 2", async () => {
     for (const [args, env, message] of [
       [["--connect-timeout", "soon", "status"], {}, /--connect-timeout must be a number of seconds \(0 for none\), not "soon"/],

@@ -3,7 +3,9 @@
  * in to the same end state, lose nothing on the way, and a second run is a no-op.
  */
 import { afterAll, describe, expect, test } from "vitest";
-import { readFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { calculateHash } from "graphile-migrate/dist/hash.js";
 import path from "node:path";
 import type pg from "pg";
 import { loadMigrations, runMigrations, MigrationError, packageRoot, type MigrateEvent } from "../src/migrate.ts";
@@ -19,8 +21,10 @@ import {
 import { connect, createTestDatabase, installRelease010, serverMajor, withPgClient, type TestDatabase, sync, createRoles, groupsOf } from "./helpers.ts";
 
 const databases: TestDatabase[] = [];
+const folders: string[] = [];
 afterAll(async () => {
   for (const db of databases) await db.drop();
+  for (const f of folders) rmSync(f, { recursive: true, force: true });
 });
 
 async function database(empty: boolean): Promise<TestDatabase> {
@@ -569,5 +573,53 @@ describe("strong locks wait at most lock_timeout, and the runner retries", () =>
     } finally {
       await holder.end();
     }
+  });
+});
+
+describe("maintenance_work_mem for the index builds", () => {
+  /**
+   * A copy of the migrations folder with one more migration, chained and
+   * hashed as graphile-migrate does, that records the session's
+   * maintenance_work_mem: the setting the index builds before it ran with.
+   */
+  function folderRecordingSetting(): string {
+    const dir = mkdtempSync(path.join(tmpdir(), "rolesync-mwm-"));
+    folders.push(dir);
+    cpSync(path.join(packageRoot, "migrations"), dir, { recursive: true, filter: (src) => !src.endsWith("current.sql") });
+    const last = loadMigrations().at(-1)!;
+    const body = "create table public.recorded_setting as select current_setting('maintenance_work_mem') as v;\n";
+    const number = String(Number(last.filename.slice(0, 6)) + 1).padStart(6, "0");
+    writeFileSync(
+      path.join(dir, "committed", `${number}-record-setting.sql`),
+      `--! Previous: ${last.hash}\n--! Hash: ${calculateHash(body, last.hash)}\n\n${body}`,
+    );
+    return dir;
+  }
+
+  test.each([
+    ["the server's 64MB is raised to the default 256MB", "64MB", undefined, "256MB"],
+    ["a server set higher (1GB) keeps its own", "1GB", undefined, "1GB"],
+    ["an explicit size is used as given", "1GB", "96MB", "96MB"],
+    ["'server' leaves the server's setting alone", "64MB", "server", "64MB"],
+  ])("%s", async (_what, serverSetting, option, expected) => {
+    const db = await database(true);
+    await withPgClient(db.url, async (c) => {
+      await alephPre41(c);
+      await c.query(`alter database ${db.name} set maintenance_work_mem = '${serverSetting}'`);
+    });
+    await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE, migrationsFolder: folderRecordingSetting(), maintenanceWorkMem: option });
+    const { rows } = await withPgClient(db.url, (c) => c.query("select v from public.recorded_setting"));
+    expect(rows).toEqual([{ v: expected }]);
+  });
+
+  test("a size PostgreSQL does not take is refused (22023) before anything runs", async () => {
+    const db = await database(true);
+    await withPgClient(db.url, alephPre41);
+    const before = await withPgClient(db.url, leftBehind);
+    const err = await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE, maintenanceWorkMem: "lots" }).catch((e) => e);
+    expect(err).toBeInstanceOf(MigrationError);
+    expect(err.code).toBe("22023");
+    expect(err.message).toMatch(/maintenance_work_mem/);
+    expect(await withPgClient(db.url, leftBehind)).toEqual(before);
   });
 });
