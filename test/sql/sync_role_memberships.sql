@@ -1,7 +1,7 @@
 -- sync_role_memberships: exact results, MERGE semantics, no-op writes nothing, bad input changes nothing.
 begin;
 set local search_path = public, tap;
-select plan(42);
+select plan(56);
 
 -- Members 1..3 (3 is soft-deleted), groups 11..16 (16 soft-deleted), a system role 21.
 insert into public.role (id, foreign_id, name, type, deleted_at, is_admin, is_muted, is_blocked, is_tester)
@@ -169,6 +169,56 @@ select is(pg_temp.hint_of('select public.sync_role_memberships(1, array[98])'),
   'Create the group roles first, or leave these ids out.', 'the unknown-group error says what to do');
 select is(pg_temp.hint_of('select public.sync_role_memberships(1, array[1])'),
   'Remove the member''s own id from group_ids.', 'the self-membership error says what to do');
+
+-- A list that is already the member's groups is still checked in full (000014 finds the no-op in one test).
+insert into public.role (id, foreign_id, name, type, is_admin, is_muted, is_blocked, is_tester)
+values (31, 'manual:31', 'hand-granted', 'group', false, false, false, false),
+       (32, 'test:32', 'group 32', 'group', false, false, false, false),
+       (33, 'test:33', 'group 33', 'group', false, false, false, false);
+delete from public.role_membership where member_id = 2;
+insert into public.role_membership (group_id, member_id) values (31, 2), (32, 2), (33, 2);
+create temp view member_2 as
+  select group_id from public.role_membership where member_id = 2;
+select results_eq(
+  $$select added, removed from public.sync_role_memberships(2, array[33, 32], 'test:')$$,
+  $$values (array[]::integer[], array[]::integer[])$$,
+  'with a prefix, a call naming exactly the managed groups is a no-op, beside a hand-granted group');
+select set_eq('select group_id from member_2', array[31, 32, 33], 'the hand-granted group is still there');
+select results_eq(
+  $$select added, removed from public.sync_role_memberships(2, array[32], 'test:')$$,
+  $$values (array[]::integer[], array[33])$$,
+  'with a prefix, a managed group left out is removed');
+select results_eq(
+  $$select added, removed from public.sync_role_memberships(2, array[33, 32], 'test:')$$,
+  $$values (array[33], array[]::integer[])$$,
+  'and added again');
+select set_eq('select group_id from member_2', array[31, 32, 33], 'the hand-granted group survives both');
+select throws_ok($$select public.sync_role_memberships(2, array[31, 32, 33], 'test:')$$, 'RS005',
+  'groups outside the managed prefix ''test:'': 31 (manual:31)',
+  'an unmanaged group the member is in is refused when listed (RS005), though nothing would change');
+update public.role set deleted_at = '2024-01-01' where id = 32;
+select throws_ok($$select public.sync_role_memberships(2, array[32, 33], 'test:')$$, 'RS002',
+  'unknown or soft-deleted groups: 32',
+  'with a prefix, a group deleted since is refused (RS002) though the member is in it and nothing would change');
+select throws_ok($$select public.sync_role_memberships(2, array[31, 32, 33])$$, 'RS002',
+  'unknown or soft-deleted groups: 32', 'so it is without a prefix');
+delete from public.role_membership where member_id = 2 and group_id = 32;
+insert into public.role_membership (group_id, member_id) values (21, 2);
+select throws_ok($$select public.sync_role_memberships(2, array[21, 31, 33])$$, 'RS003',
+  'roles are not groups: 21 (system)', 'a non-group the member is in is refused (RS003) though nothing would change');
+select set_eq('select group_id from member_2', array[21, 31, 33], 'after these refused calls the member''s rows are as before');
+select throws_ok($$select public.sync_role_memberships(3, array[]::integer[], 'test:')$$, 'RS001',
+  'member role 3 is soft-deleted', 'with a prefix, a soft-deleted member is refused too (RS001)');
+
+-- The argument checks keep their order when several fail at once.
+select throws_ok($$select public.sync_role_memberships(null, null)$$, '22004',
+  'sync_role_memberships: role_id must not be null', 'a NULL role_id is named before a NULL array');
+select throws_ok($$select public.sync_role_memberships(1, '{{1,null},{11,12}}'::integer[])$$, '22023',
+  'sync_role_memberships: group_ids must be a one-dimensional array',
+  'a multi-dimensional array is named before a NULL element and self-membership');
+select throws_ok($$select public.sync_role_memberships(1, array[1, null])$$, '22004',
+  'sync_role_memberships: group_ids must not contain NULL (element 2 is NULL)',
+  'a NULL element is named before self-membership');
 
 -- The member lock is the documented advisory lock, held to the end of the transaction.
 select ok(
