@@ -59,7 +59,7 @@ export interface BenchResults {
   /** The pgbench command lines, in the order first run. */
   commands: string[];
   /** The pgbench scripts' SQL, as the report lists them. */
-  scripts: { limit: string; sync: string; careful: string; diffNoop: string; diffChange: string; legacy: string };
+  scripts: { limit: string; sync: string; careful: string; diffNoop: string; diffChange: string; legacy: string; carefulFunction: string };
   /** 1. No-op logins, at 2 and 8 clients. */
   noop: Compared[];
   /** 2. Changed logins. */
@@ -151,7 +151,7 @@ ${tableNoop(r2)}
 | --- | ---: | ---: | ---: | ---: |
 ${tableNoop(r8)}
 
-Why the sync stays under 0.7× of the limit: the limit is one index scan sent as a top-level prepared statement; a no-op sync is a PL/pgSQL call that takes the member lock and then runs one statement with two index lookups (the member and the listed groups must be live groups, and the member's current groups), so that bad input is refused even when nothing would change. Measured separately on PostgreSQL 15 while tuning (2 clients, 100,000 users): an empty PL/pgSQL call costs about what the limit's SELECT does; a statement inside a function costs about 10 µs more than the same statement at top level, and each subquery 6–10 µs more; the lock and the membership read alone, with no validation, reach 0.63× of the limit. What was tried: forcing generic plans (3.0k → 9.3k calls/s; PL/pgSQL had been re-planning its statement on every call), one statement instead of seven subqueries with the sets compared by array containment (→ about 11k), a partial covering index on \`role\` for the validation (no change), the lock as an expression instead of \`PERFORM\` (no measurable change). What is left to trade is the validation itself, which this package keeps. Against the legacy path at 8 clients, group commit amortises the legacy path's WAL flushes (it gains from 2 to 8 clients) while the sync, CPU-bound on 2 cores shared with pgbench, does not.
+What a no-op sync costs over the limit: the limit is one index scan sent as a top-level prepared statement; a no-op sync is a PL/pgSQL call that takes the member lock and then runs one statement with two index lookups (the member and the listed groups must be live groups, and the member's current groups), so that bad input is refused even when nothing would change. The careful variant does less checking but always runs its DELETE and its INSERT … ON CONFLICT, which find nothing to do only after probing the index for every listed group. What was tried, in order: forcing generic plans (3.0k → 9.3k calls/s; PL/pgSQL had been re-planning its statement on every call), one statement instead of seven subqueries with the sets compared by array containment (→ about 11k), a partial covering index on \`role\` for the validation (no change). Migration 000014, counted in CPU instructions per call under valgrind on PostgreSQL 15: one read per \`managed_prefix\` case instead of one statement serving both, a listed group not looked up twice, the lock as an expression instead of \`PERFORM\`, and one test for "valid and nothing to do": 11% fewer instructions without a prefix, 17% with one; 1.08–1.12× the calls per second in paired pgbench runs. What did not help: reading the member's rows joined with \`role\` (12% more instructions without a prefix, and a generic plan chose a merge join in one database), folding the isolation test into the read (under 1%). About a third of what is left is the call itself (its fixed \`search_path\` alone) and returning two arrays. Against the legacy path at 8 clients, group commit amortises the legacy path's WAL flushes (it gains from 2 to 8 clients) while the sync, CPU-bound on 2 cores shared with pgbench, does not.
 
 ## 2. Changed login (one group added, one removed), 2 clients
 
@@ -219,6 +219,9 @@ The scripts (\`:uid\` is a random user; \`g0\`…\`g4\` are the user's five grou
 ${r.scripts.limit.trim()}
 -- sync
 ${r.scripts.sync.trim()}
+-- careful: a hand-written sync without validation or a no-op fast path, created in the bench's database
+${r.scripts.careful.trim()}
+${r.scripts.carefulFunction.trim()}
 -- diff in the client, no-op (the client read the rows and found nothing to change)
 ${r.scripts.diffNoop.trim()}
 -- diff in the client, changed (Django's groups.set(): read, delete the removed, insert the added)

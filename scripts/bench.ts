@@ -143,17 +143,40 @@ const SQL = {
     "begin;\ndelete from role_membership where member_id = :uid;\n" +
     "insert into role_membership (group_id, member_id) values (:g0, :uid), (:g1, :uid), (:g2, :uid), (:g3, :uid), (:g4, :uid);\ncommit;\n",
   diffNoop: "begin;\nselect group_id from role_membership where member_id = :uid;\ncommit;\n",
-  // A careful hand-written sync: the member's lock, then the exact set, without
-  // validation, the version table or a no-op fast path.
-  careful:
-    "begin;\nselect pg_advisory_xact_lock(:uid);\n" +
-    "delete from role_membership where member_id = :uid and group_id <> all (array[:g0, :g1, :g2, :g3, :g4]::int[]);\n" +
-    "insert into role_membership (group_id, member_id) select g, :uid from unnest(array[:g0, :g1, :g2, :g3, :g4]::int[]) g on conflict do nothing;\ncommit;\n",
+  // A careful hand-written sync, one call like the sync (CAREFUL_SYNC below).
+  careful: "select bench_careful_sync(:uid, array[:g0, :g1, :g2, :g3, :g4]::int[]);\n",
   diffChange:
     "begin;\nselect group_id from role_membership where member_id = :uid;\n" +
     "delete from role_membership where member_id = :uid and group_id = :old_g;\n" +
     "insert into role_membership (group_id, member_id) values (:g4, :uid);\ncommit;\n",
 };
+
+/**
+ * The careful hand-written sync the no-op is compared with, created in the
+ * bench's database only: the member's lock, then the exact set (DELETE … <>
+ * ALL, INSERT … ON CONFLICT DO NOTHING), with no validation, no version
+ * table and no no-op fast path; PL/pgSQL with generic plans, as the sync.
+ */
+const CAREFUL_SYNC = `
+create function public.bench_careful_sync(member integer, groups integer[]) returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  perform pg_advisory_xact_lock(1919904869, member);
+  delete from public.role_membership m where m.member_id = member and m.group_id <> all (groups);
+  insert into public.role_membership (group_id, member_id)
+  select distinct g, member from unnest(groups) g
+  on conflict do nothing;
+end
+$$;
+do $$
+begin
+  if current_setting('server_version_num')::integer >= 120000 then
+    alter function public.bench_careful_sync(integer, integer[]) set plan_cache_mode = force_generic_plan;
+  end if;
+end
+$$;`;
 
 /* ---------------------------------------------------------------- dataset */
 
@@ -376,6 +399,7 @@ let exitCode = 0;
 try {
   const url = await createDatabase(server, base);
   await runMigrations({ databaseUrl: url, createAlephSchema: true });
+  await withClient(url, (c) => c.query(CAREFUL_SYNC));
   log(`loading ${SIZE.users.toLocaleString("en")} users, ${SIZE.groups} groups, ${GROUPS_PER_USER} groups per user`);
   await loadDataset(url, SIZE.users, SIZE.groups);
   const fresh = await withClient(url, async (c) => {
@@ -464,7 +488,7 @@ try {
     },
     server: { kind: server.kind, settings },
     commands,
-    scripts: SQL,
+    scripts: { ...SQL, carefulFunction: CAREFUL_SYNC },
     noop,
     changed,
     contention,
