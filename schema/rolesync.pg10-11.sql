@@ -867,6 +867,35 @@ GRANT ALL ON FUNCTION rolesync.format_list(text[], integer) TO <owner>;
 GRANT EXECUTE ON FUNCTION rolesync.format_list(text[], integer) TO rolesync_app;
 
 --
+-- Name: role_membership_dirt(integer); Type: FUNCTION; Schema: rolesync; Owner: <owner>
+--
+CREATE OR REPLACE FUNCTION rolesync.role_membership_dirt(p_top integer DEFAULT 10)
+ RETURNS TABLE(duplicated_pairs bigint, surplus_copies bigint, null_rows bigint, worst jsonb)
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+with pairs as (
+  select m.group_id, m.member_id, count(*) as copies
+    from public.role_membership m
+   where m.group_id is not null and m.member_id is not null
+   group by m.group_id, m.member_id
+  having count(*) > 1
+)
+select (select count(*) from pairs) as duplicated_pairs,
+       (select coalesce(sum(p.copies - 1), 0) from pairs p)::bigint as surplus_copies,
+       (select count(*) from public.role_membership m
+         where m.group_id is null or m.member_id is null) as null_rows,
+       coalesce((select jsonb_agg(jsonb_build_object('groupId', w.group_id, 'memberId', w.member_id, 'copies', w.copies)
+                                  order by w.copies desc, w.member_id, w.group_id)
+                   from (select p.group_id, p.member_id, p.copies from pairs p
+                          order by p.copies desc, p.member_id, p.group_id
+                          limit $1) w),
+                '[]'::jsonb) as worst
+$function$;
+GRANT ALL ON FUNCTION rolesync.role_membership_dirt(integer) TO <owner>;
+
+--
 -- Name: role_membership_key(); Type: FUNCTION; Schema: rolesync; Owner: <owner>
 --
 CREATE OR REPLACE FUNCTION rolesync.role_membership_key()

@@ -23,6 +23,7 @@ import pg from "pg";
 import { appliedMigrations, DEFAULT_MAINTENANCE_WORK_MEM, runMigrations, MigrationError, packageRoot, type MigrateEvent } from "./migrate.ts";
 import { psqlScript } from "./psql.ts";
 import { syncRoleMemberships } from "./client.ts";
+import { membershipDirt } from "./dirt.ts";
 import { sqlstate as sqlstateEntry } from "./sqlstates.ts";
 import { watchProgress, withApplicationName } from "./progress.ts";
 import { ConnectTimeoutError, databaseUrlProblem, redact, withClient, type ClientOptions } from "./pg.ts";
@@ -207,16 +208,11 @@ async function checkCommand(_opts: unknown, cmd: Command) {
       hint: await notInstalledHint(c, "public.role_membership_check()"),
     };
     if (!(await alephTablesExist(c))) return [base];
-    const { rows: d } = await c.query<{ surplus: string; nulls: string }>(
-      `select (select coalesce(sum(copies - 1), 0) from (select count(*) as copies from public.role_membership
-                where group_id is not null and member_id is not null
-                group by group_id, member_id having count(*) > 1) d) as surplus,
-              (select count(*) from public.role_membership where group_id is null or member_id is null) as nulls`,
-    );
+    const d = await membershipDirt(c, 0);
     return [
       base,
-      { check_name: "duplicates", ok: d[0].surplus === "0", count: d[0].surplus, detail: `${d[0].surplus} surplus copies of stored pairs`, hint: null },
-      { check_name: "null_rows", ok: d[0].nulls === "0", count: d[0].nulls, detail: `${d[0].nulls} row(s) with a NULL group_id or member_id`, hint: null },
+      { check_name: "duplicates", ok: d.surplusCopies === 0, count: String(d.surplusCopies), detail: `${d.surplusCopies} surplus copies of stored pairs`, hint: null },
+      { check_name: "null_rows", ok: d.nullRows === 0, count: String(d.nullRows), detail: `${d.nullRows} row(s) with a NULL group_id or member_id`, hint: null },
     ];
   }, read);
   const ok = rows.every((r) => r.ok);
@@ -239,27 +235,15 @@ async function dedupeCommand(opts: { dryRun?: boolean }, cmd: Command) {
     const result = await withClient(url, async (c) => {
       // Works before migrating, on Aleph's table; without it there is nothing to count.
       if (!(await alephTablesExist(c))) throw new NotInstalledError(await notInstalledHint(c, "public.role_membership"));
-      const { rows: stats } = await c.query<{ pairs: string; surplus: string; nulls: string }>(
-        `select count(*) as pairs, coalesce(sum(copies - 1), 0) as surplus,
-                (select count(*) from public.role_membership where group_id is null or member_id is null) as nulls
-           from (select count(*) as copies from public.role_membership
-                  where group_id is not null and member_id is not null
-                  group by group_id, member_id having count(*) > 1) d`,
-      );
-      const { rows: top } = await c.query<{ group_id: number; member_id: number; copies: string }>(
-        `select group_id, member_id, count(*) as copies from public.role_membership
-          where group_id is not null and member_id is not null
-          group by group_id, member_id having count(*) > 1
-          order by count(*) desc, member_id, group_id limit 10`,
-      );
-      const s = stats[0];
+      // rolesync.role_membership_dirt() where installed, else the same query (src/dirt.ts).
+      const d = await membershipDirt(c, 10);
       return {
         dryRun: true,
-        duplicatedPairs: Number(s.pairs),
-        surplusCopies: Number(s.surplus),
-        nullRows: Number(s.nulls),
-        wouldRemove: Number(s.surplus) + Number(s.nulls),
-        worst: top.map((t) => ({ groupId: t.group_id, memberId: t.member_id, copies: Number(t.copies) })),
+        duplicatedPairs: d.duplicatedPairs,
+        surplusCopies: d.surplusCopies,
+        nullRows: d.nullRows,
+        wouldRemove: d.surplusCopies + d.nullRows,
+        worst: d.worst,
       };
     }, read);
     out.result(result, () => {

@@ -65,8 +65,8 @@ select function_privs_are('public', 'sync_role_memberships_by_foreign_id', array
   array['EXECUTE'], 'the application role may sync by foreign id');
 
 -- rolesync's own functions (000012), in its own schema.
-select functions_are('rolesync', array['aleph_adds_primary_key', 'format_list', 'role_membership_key'],
-  'schema rolesync holds exactly its three functions (format_list: 000013, tested in messages.sql)');
+select functions_are('rolesync', array['aleph_adds_primary_key', 'format_list', 'role_membership_dirt', 'role_membership_key'],
+  'schema rolesync holds exactly its four functions (format_list: 000013, tested in messages.sql; role_membership_dirt: 000015, in role_membership_dirt.sql)');
 select function_returns('rolesync', 'aleph_adds_primary_key', array[]::text[], 'boolean',
   'aleph_adds_primary_key() answers yes or no');
 select function_returns('rolesync', 'role_membership_key', array[]::text[], 'name',
