@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { calculateHash } from "graphile-migrate/dist/hash.js";
 import path from "node:path";
 import type pg from "pg";
-import { loadMigrations, runMigrations, MigrationError, packageRoot, type MigrateEvent } from "../src/migrate.ts";
+import { ADVISORY_LOCK, loadMigrations, runMigrations, MigrationError, packageRoot, type MigrateEvent } from "../src/migrate.ts";
 import { APP_ROLE } from "../scripts/harness.ts";
 import {
   alephPre41,
@@ -623,5 +623,42 @@ describe("maintenance_work_mem for the index builds", () => {
     expect(err.code).toBe("22023");
     expect(err.message).toMatch(/maintenance_work_mem/);
     expect(await withPgClient(db.url, leftBehind)).toEqual(before);
+  });
+});
+
+describe("one rolesync migration at a time (rolesync's advisory lock)", () => {
+  test("a second runner waits while the lock is held elsewhere, retries, and then migrates", async () => {
+    const db = await database(true);
+    await withPgClient(db.url, (c) => alephPre41(c));
+    const other = await connect(db.url); // another `rolesync migrate`, or the psql script
+    try {
+      await other.query("select pg_advisory_lock($1)", [ADVISORY_LOCK]);
+      const events: MigrateEvent[] = [];
+      const migrating = runMigrations({ databaseUrl: db.url, appRole: APP_ROLE, onEvent: (e) => events.push(e) });
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(events).toContainEqual(expect.objectContaining({ type: "retry", reason: "another rolesync migration is running" }));
+      expect(events.some((e) => e.type === "migration")).toBe(false); // nothing ran meanwhile
+      await other.query("select pg_advisory_unlock($1)", [ADVISORY_LOCK]);
+      await migrating;
+      await withPgClient(db.url, expectMigrated);
+    } finally {
+      await other.end();
+    }
+  });
+
+  test("when the retries run out: a hint to wait, and nothing changed", async () => {
+    const db = await database(true);
+    await withPgClient(db.url, (c) => alephPre41(c));
+    const before = await withPgClient(db.url, leftBehind);
+    const other = await connect(db.url);
+    try {
+      await other.query("select pg_advisory_lock($1)", [ADVISORY_LOCK]);
+      const err = await runMigrations({ databaseUrl: db.url, appRole: APP_ROLE, lockRetries: 1 }).catch((e) => e);
+      expect(err).toBeInstanceOf(MigrationError);
+      expect(err.hint).toMatch(/Another `rolesync migrate` \(or rolesync\.sql\) is running on this database/);
+      expect(await withPgClient(db.url, leftBehind)).toEqual(before);
+    } finally {
+      await other.end();
+    }
   });
 });

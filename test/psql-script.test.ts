@@ -10,11 +10,11 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import type pg from "pg";
 import { psqlScript } from "../src/psql.ts";
-import { packageRoot, runMigrations } from "../src/migrate.ts";
+import { ADVISORY_LOCK, packageRoot, runMigrations } from "../src/migrate.ts";
 import { APP_ROLE } from "../scripts/harness.ts";
 import { pgEnv } from "../scripts/pgtap.ts";
 import { alephPre41Dirty, DIRTY_ROWS, fingerprint } from "../scripts/fixtures.ts";
-import { createRoles, createTestDatabase, groupsOf, installRelease010, runNode, sync, withPgClient, type TestDatabase } from "./helpers.ts";
+import { connect, createRoles, createTestDatabase, groupsOf, installRelease010, runNode, sync, withPgClient, type TestDatabase } from "./helpers.ts";
 
 const databases: TestDatabase[] = [];
 const dir = mkdtempSync(path.join(tmpdir(), "rolesync-psql-"));
@@ -181,4 +181,58 @@ test("the script refuses a newer rolesync's ledger (RS013) before changing anyth
   expect(run.code).not.toBe(0);
   expect(run.output).toMatch(/ERROR: {2}this database was migrated by a newer rolesync: rolesync\.migrations holds 000099\.sql \(sha1:from-the-future\)/);
   expect(await withPgClient(db.url, fingerprint)).toEqual(before);
+});
+
+/** An unmigrated database as it was: no schema rolesync (nor its ledger), the same rows. */
+const untouched = async (c: pg.Client) =>
+  (await c.query(`select to_regnamespace('rolesync') as rolesync, to_regnamespace('graphile_migrate') as gm,
+                         (select count(*)::int from public.role_membership) as rows,
+                         (select count(*)::int from pg_index where indrelid = 'public.role_membership'::regclass) as indexes`)).rows[0];
+
+test("beside a running `rolesync migrate` (its advisory lock held) the script stops at once with 55P03, and changes nothing", async () => {
+  const db = await dirtyAleph();
+  const other = await connect(db.url);
+  try {
+    await other.query("select pg_advisory_lock($1)", [ADVISORY_LOCK]);
+    const before = await withPgClient(db.url, untouched);
+    const run = await psql(db.url, ["-v", "ON_ERROR_STOP=1", "-f", script]);
+    expect(run.code).not.toBe(0);
+    expect(run.output).toMatch(/ERROR: {2}another rolesync migration \(rolesync migrate, or this script\) is running on this database/);
+    expect(await withPgClient(db.url, untouched)).toEqual(before);
+  } finally {
+    await other.end();
+  }
+});
+
+test("-v maintenance_work_mem that PostgreSQL does not take stops the script (22023) before anything changes", async () => {
+  const db = await dirtyAleph();
+  const before = await withPgClient(db.url, untouched);
+  const run = await psql(db.url, ["-v", "ON_ERROR_STOP=1", "-v", "maintenance_work_mem=lots", "-f", script]);
+  expect(run.code).not.toBe(0);
+  expect(run.output).toMatch(/invalid value for parameter "maintenance_work_mem"/);
+  expect(await withPgClient(db.url, untouched)).toEqual(before);
+  const ok = await psql(db.url, ["-v", "ON_ERROR_STOP=1", "-v", "maintenance_work_mem=96MB", "-v", `app_role=${APP_ROLE}`, "-f", script]);
+  expect(ok.code, ok.output).toBe(0);
+});
+
+test("on Aleph 4.0 (Alembic before 131674bde902) the script builds 000010's index and keys the table with it; elsewhere it records 000010 with nothing built", async () => {
+  const aleph40 = await dirtyAleph();
+  await withPgClient(aleph40.url, (c) =>
+    c.query(`create table public.alembic_version (version_num varchar(32) not null primary key);
+             insert into public.alembic_version values ('8adf50aadcb0')`),
+  );
+  const built = await psql(aleph40.url, ["-v", "ON_ERROR_STOP=1", "-v", `app_role=${APP_ROLE}`, "-f", script]);
+  expect(built.code, built.output).toBe(0);
+  expect(built.output).toMatch(/^rolesync: 000010-own-key-index\.sql$/m);
+  const plain = await dirtyAleph();
+  const skipped = await psql(plain.url, ["-v", "ON_ERROR_STOP=1", "-v", `app_role=${APP_ROLE}`, "-f", script]);
+  expect(skipped.code, skipped.output).toBe(0);
+  expect(skipped.output).toMatch(/^rolesync: 000010-own-key-index\.sql: nothing to do, role_membership_pkey keys this table to stay/m);
+  const keys = (c: pg.Client) =>
+    c.query(`select conname, contype from pg_constraint where conrelid = 'public.role_membership'::regclass and contype in ('p', 'u')`)
+      .then((r) => r.rows);
+  expect(await withPgClient(aleph40.url, keys)).toEqual([{ conname: "rolesync_role_membership_key", contype: "u" }]);
+  for (const db of [aleph40, plain]) {
+    expect((await withPgClient(db.url, applied)).length).toBe(COMMITTED); // recorded either way
+  }
 });
