@@ -86,7 +86,8 @@ async function runPgTapSuite(server: Server, template: string): Promise<{ files:
         totals.files += run.files;
         totals.tests += run.tests;
         tally.passed += run.tests;
-        process.stdout.write(`pgTAP ${file}: ${run.tests} tests ok\n`);
+        // pg_prove's own report (the file's line, "Files=1, Tests=N", "Result: PASS"), whole, so two files never interleave.
+        process.stdout.write(run.output);
       } catch (e) {
         failed.push(file);
         const output = (e as { output?: string }).output ?? "";
@@ -121,7 +122,9 @@ async function runVitest(env: NodeJS.ProcessEnv, args: string[]): Promise<{ file
   const reportFile = path.join(dir, "report.json");
   try {
     const vitest = path.join(packageRoot, "node_modules", ".bin", "vitest");
-    const p = $({ cwd: packageRoot, env: { ...process.env, ...env }, nothrow: true, stdio: "inherit" })`${vitest} run --reporter=default --reporter=json --outputFile=${reportFile} ${args}`;
+    // vitest colours its report whenever CI is set; a log that is not a terminal gets plain text.
+    const plain = process.stdout.isTTY || "FORCE_COLOR" in process.env ? {} : { NO_COLOR: "1" };
+    const p = $({ cwd: packageRoot, env: { ...process.env, ...plain, ...env }, nothrow: true, stdio: "inherit" })`${vitest} run --reporter=default --reporter=json --outputFile=${reportFile} ${args}`;
     const out = await p;
     let report: VitestReport;
     try {
