@@ -98,13 +98,94 @@ const tpsOf = (c: Compared, v: string) => median(c.runs[v].map((r) => r.tps));
 const walOf = (c: Compared, v: string) => median(c.runs[v].map((r) => r.walBytes));
 const writesOf = (c: Compared, v: string) => median(c.runs[v].map((r) => r.rowWrites));
 
+/** The targets the report checks, each written once: the table and the chart read them from here. */
+export const TARGETS = {
+  /** No-op sync throughput over the limit's (a bare SELECT of the member's rows), 2 clients. */
+  noopVsLimit: 0.35,
+  /** No-op sync throughput over the careful hand-written sync's, 2 clients. */
+  noopVsCareful: 1.2,
+  /** No-op sync throughput over the legacy path's, at 2 and at 8 clients. */
+  noopVsLegacy: 6,
+  /** The online migration of the dirty table over a plain unique index build, at most. */
+  migrationVsPlainBuild: 2.8,
+} as const;
+
+/** Each target's measure, whether it is met (null: reported only), and why not where it is missed. */
+export function targets(r: BenchResults): { target: string; measured: string; met: boolean | null; why: string }[] {
+  const [r2, r8] = r.noop;
+  const ratio = (c: Compared, a: string, b: string) => tpsOf(c, a) / tpsOf(c, b);
+  const mig = r.migration;
+  const plain = median(mig.indexSeconds);
+  const migRatio = median(mig.migrationSeconds) / plain;
+  // The concurrent builds of 0.1.0's migrations, which a new migration cannot change.
+  const builds = mig.steps.filter((s) => /^00000[26]-/.test(s.name)).reduce((a, s) => a + s.seconds, 0) / plain;
+  const legacy = (c: Compared) => ({
+    target: `No-op sync ≥ ${TARGETS.noopVsLegacy}× the legacy path (${c.clients} clients)`,
+    measured: `${ratio(c, "sync", "legacy").toFixed(1)}×`,
+    met: ratio(c, "sync", "legacy") >= TARGETS.noopVsLegacy,
+    why: "group commit amortises the legacy path's WAL flushes as clients grow, while the no-op sync, which writes nothing, is CPU-bound on 2 cores shared with pgbench (section 1)",
+  });
+  const defect = "a defect: the no-op must write nothing (section 1)";
+  return [
+    {
+      target: `No-op sync ≥ ${TARGETS.noopVsLimit}× the limit's throughput (2 clients)`,
+      measured: `${ratio(r2, "sync", "limit").toFixed(2)}×`,
+      met: ratio(r2, "sync", "limit") >= TARGETS.noopVsLimit,
+      why: "the member lock and the validating read in PL/pgSQL cost more than one bare index scan (section 1)",
+    },
+    {
+      target: `No-op sync ≥ ${TARGETS.noopVsCareful}× the careful hand-written sync (2 clients)`,
+      measured: `${ratio(r2, "sync", "careful").toFixed(2)}×`,
+      met: ratio(r2, "sync", "careful") >= TARGETS.noopVsCareful,
+      why: "the sync validates every call, which the careful variant does not (section 1)",
+    },
+    legacy(r2),
+    legacy(r8),
+    {
+      target: "No-op sync writes zero WAL bytes per call",
+      measured: `${walOf(r2, "sync").toFixed(2)} / ${walOf(r8, "sync").toFixed(2)} B (2 / 8 clients)`,
+      met: walOf(r2, "sync") < 1 && walOf(r8, "sync") < 1,
+      why: defect,
+    },
+    {
+      target: "No-op sync writes zero rows per call",
+      measured: `${writesOf(r2, "sync").toFixed(3)} / ${writesOf(r8, "sync").toFixed(3)}`,
+      met: writesOf(r2, "sync") === 0 && writesOf(r8, "sync") === 0,
+      why: defect,
+    },
+    {
+      target: "Changed login: sync at least as fast as the client-side diff",
+      measured: `${ratio(r.changed, "sync", "diff").toFixed(2)}×`,
+      met: ratio(r.changed, "sync", "diff") >= 1,
+      why: "the sync also bumps the member's version row (section 2)",
+    },
+    {
+      target: "Contention: 8 clients on one member, zero errors",
+      measured: `${r.contention.sync.failed} failed of ${r.contention.sync.transactions}`,
+      met: r.contention.sync.failed === 0,
+      why: "a defect: calls for one member must wait for each other, not fail (section 3)",
+    },
+    {
+      target: `Migration of the dirty ${(mig.rows / 1e6).toFixed(mig.rows >= 1e6 ? 0 : 2)}M-row table ≤ ${TARGETS.migrationVsPlainBuild}× a plain unique index build`,
+      measured: `${migRatio.toFixed(1)}×`,
+      met: migRatio <= TARGETS.migrationVsPlainBuild,
+      why: `staying online takes two concurrent builds, 000002's and 000006's, in 0.1.0's migrations, which are immutable: they alone take ${builds.toFixed(1)}× the plain build (section 5)`,
+    },
+    {
+      target: "Migration: the legacy writer's longest wait during it vs. before it",
+      measured: `${mig.writerWaitsBeforeMs.max.toFixed(0)} ms before, ${mig.writerWaitsMs.max.toFixed(0)} ms during`,
+      met: null, // reported, with no number to reach
+      why: "",
+    },
+  ];
+}
+
 /** docs/benchmarks.md. */
 export function markdown(r: BenchResults): string {
   const r2 = r.noop[0], r8 = r.noop[1];
   const changed = r.changed;
   const contention = r.contention;
   const mig = r.migration;
-  const ratio = (c: Compared, a: string, b: string) => tpsOf(c, a) / tpsOf(c, b);
   const mark = (ok: boolean) => (ok ? "met" : "**missed**");
   const migRatio = median(mig.migrationSeconds) / median(mig.indexSeconds);
   const w = mig.writerWaitsMs;
@@ -122,18 +203,9 @@ Generated by \`npm run bench\`${r.toy ? " **at toy size (not the published numbe
 
 ## Targets
 
-| Target | Measured | |
-| --- | --- | --- |
-| No-op sync ≥ 0.35× the limit's throughput (2 clients) | ${ratio(r2, "sync", "limit").toFixed(2)}× | ${mark(ratio(r2, "sync", "limit") >= 0.35)} |
-| No-op sync ≥ 1.2× the careful hand-written sync (2 clients) | ${ratio(r2, "sync", "careful").toFixed(2)}× | ${mark(ratio(r2, "sync", "careful") >= 1.2)} |
-| No-op sync ≥ 6× the legacy path (2 clients) | ${ratio(r2, "sync", "legacy").toFixed(1)}× | ${mark(ratio(r2, "sync", "legacy") >= 6)} |
-| No-op sync ≥ 6× the legacy path (8 clients) | ${ratio(r8, "sync", "legacy").toFixed(1)}× | ${mark(ratio(r8, "sync", "legacy") >= 6)} |
-| No-op sync writes zero WAL bytes per call | ${walOf(r2, "sync").toFixed(2)} / ${walOf(r8, "sync").toFixed(2)} B (2 / 8 clients) | ${mark(walOf(r2, "sync") < 1 && walOf(r8, "sync") < 1)} |
-| No-op sync writes zero rows per call | ${writesOf(r2, "sync").toFixed(3)} / ${writesOf(r8, "sync").toFixed(3)} | ${mark(writesOf(r2, "sync") === 0 && writesOf(r8, "sync") === 0)} |
-| Changed login: sync at least as fast as the client-side diff | ${ratio(changed, "sync", "diff").toFixed(2)}× | ${mark(ratio(changed, "sync", "diff") >= 1)} |
-| Contention: 8 clients on one member, zero errors | ${contention.sync.failed} failed of ${contention.sync.transactions} | ${mark(contention.sync.failed === 0)} |
-| Migration of the dirty ${(mig.rows / 1e6).toFixed(mig.rows >= 1e6 ? 0 : 2)}M-row table ≤ 2.8× a plain unique index build | ${migRatio.toFixed(1)}× | ${mark(migRatio <= 2.8)} |
-| Migration: the legacy writer's longest wait during it vs. before it | ${wb.max.toFixed(0)} ms before, ${w.max.toFixed(0)} ms during | |
+| Target | Measured | | Why, where missed |
+| --- | --- | --- | --- |
+${targets(r).map((t) => `| ${t.target} | ${t.measured} | ${t.met === null ? "reported" : mark(t.met)} | ${t.met === false ? t.why : ""} |`).join("\n")}
 
 ## 1. No-op login (the user's groups did not change)
 
@@ -238,10 +310,11 @@ export function chart(noop: Compared[]): string {
   const variants = [
     ["limit", "limit: SELECT", "#9e9e9e"],
     ["sync", "sync_role_memberships", "#2e7d32"],
+    ["careful", "careful sync", "#6a1b9a"],
     ["diff", "diff in the client", "#1565c0"],
     ["legacy", "legacy delete + insert", "#c62828"],
   ] as const;
-  const W = 720, H = 360, left = 60, top = 50, bottom = 60, barW = 44, gap = 10, groupGap = 90;
+  const W = 880, H = 360, left = 60, top = 50, bottom = 60, barW = 36, gap = 10, groupGap = 90;
   const plotH = H - top - bottom;
   const max = 1.2;
   const y = (v: number) => top + plotH - (Math.min(v, max) / max) * plotH;
@@ -252,8 +325,9 @@ export function chart(noop: Compared[]): string {
     parts.push(`<line x1="${left}" x2="${W - 20}" y1="${y(t)}" y2="${y(t)}" stroke="#ddd"/>`);
     parts.push(`<text x="${left - 8}" y="${y(t) + 4}" text-anchor="end">${t.toFixed(2)}×</text>`);
   }
-  parts.push(`<line x1="${left}" x2="${W - 20}" y1="${y(0.7)}" y2="${y(0.7)}" stroke="#2e7d32" stroke-dasharray="5,4"/>`);
-  parts.push(`<text x="${W - 22}" y="${y(0.7) - 4}" text-anchor="end" fill="#2e7d32">target for sync: 0.7×</text>`);
+  const target = TARGETS.noopVsLimit;
+  parts.push(`<line x1="${left}" x2="${W - 20}" y1="${y(target)}" y2="${y(target)}" stroke="#2e7d32" stroke-dasharray="5,4"/>`);
+  parts.push(`<text x="${W - 22}" y="${y(target) - 4}" text-anchor="end" fill="#2e7d32">target for sync: ${target}×</text>`);
   noop.forEach((c, gi) => {
     const x0 = left + 30 + gi * (variants.length * (barW + gap) + groupGap);
     const limit = tpsOf(c, "limit");
@@ -265,10 +339,11 @@ export function chart(noop: Compared[]): string {
     });
     parts.push(`<text x="${x0 + (variants.length * (barW + gap)) / 2 - gap / 2}" y="${H - bottom + 20}" text-anchor="middle" font-weight="bold">${c.clients} clients</text>`);
   });
-  variants.forEach(([, name, color], vi) => {
-    const x = left + 10 + vi * 165;
+  let x = left + 10;
+  for (const [, name, color] of variants) {
     parts.push(`<rect x="${x}" y="${H - 24}" width="12" height="12" fill="${color}"/><text x="${x + 18}" y="${H - 14}">${name}</text>`);
-  });
+    x += 18 + Math.ceil(name.length * 6.6) + 16; // about 6.6 px a character at 12 px
+  }
   parts.push("</svg>");
   return parts.join("\n") + "\n";
 }
