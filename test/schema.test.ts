@@ -7,13 +7,15 @@
  * same way and compares.
  */
 import { afterAll, beforeAll, expect, test } from "vitest";
+import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type pg from "pg";
 import { commandFor, describeSchema, OWNER_PLACEHOLDER, schemaFileFor, schemaFileText, SCHEMA_COMMAND } from "../scripts/schema.ts";
 import { APP_ROLE } from "../scripts/harness.ts";
-import { connect, createTestDatabase, serverMajor, type TestDatabase } from "./helpers.ts";
+import { connect, createTestDatabase, serverMajor, withPgClient, type TestDatabase } from "./helpers.ts";
+import { runMigrations } from "../src/migrate.ts";
 
 const packageRoot = fileURLToPath(new URL("..", import.meta.url));
 let db: TestDatabase;
@@ -137,3 +139,61 @@ test("describeSchema is stable, and names neither the migrating role nor any OID
   // pg_get_userbyid's answer for a role that no longer exists.
   expect(first).not.toMatch(/\bOID\s*=/);
 });
+
+/*
+ * The file is read from the catalogs because pg_dump must be at least the
+ * server's major, and the embedded servers ship none (Debian 12's is 15).
+ * Where the machine's pg_dump can read the server (10 to 15 here, in CI the
+ * PostgreSQL 15 service and the embedded 10 to 14), its own dump must name
+ * the same objects and carry the same comments as the file.
+ */
+const pgDump = execFileSync("sh", ["-c", "pg_dump --version 2>/dev/null || true"], { encoding: "utf8" });
+const pgDumpMajor = Number(/\(PostgreSQL\) (\d+)/.exec(pgDump)?.[1] ?? 0);
+// The harness names the server it runs on: "PostgreSQL 15 (external)".
+const serverMajorNow = Number(/PostgreSQL (\d+)/.exec(process.env.ROLESYNC_TEST_SERVER ?? "")?.[1] ?? 0);
+if (pgDumpMajor > 0 && serverMajorNow > 0 && serverMajorNow <= pgDumpMajor) {
+  test(`pg_dump ${pgDumpMajor} --schema-only of the migrated database names the same objects and comments as the file`, async () => {
+    // Migrated as the template is, without pgTAP (loaded from its SQL file, pgTAP's functions would be in the dump).
+    const fresh = await createTestDatabase({ empty: true });
+    let dump: string;
+    let mine: string;
+    try {
+      await runMigrations({ databaseUrl: fresh.url, appRole: APP_ROLE, createAlephSchema: true });
+      dump = execFileSync("pg_dump", ["--schema-only", "--exclude-schema=graphile_migrate", `--dbname=${fresh.url}`], {
+        encoding: "utf8",
+      });
+      mine = await withPgClient(fresh.url, (c) => describeSchema(c));
+    } finally {
+      await fresh.drop();
+    }
+    expect(mine).toBe(await describeSchema(client));
+    // pg_dump's table of contents, one entry per object: "-- Name: …; Type: …; Schema: …; Owner: …".
+    const entries = (text: string) =>
+      [...text.matchAll(/^-- Name: (.+?); Type: ([A-Z ]+?); Schema: ([^;\n]+)/gm)].map((m) => ({
+        name: m[1],
+        type: m[2] === "FK CONSTRAINT" ? "CONSTRAINT" : m[2],
+        schema: m[3],
+      }));
+    const schemaEntries = (text: string) =>
+      [...text.matchAll(/^-- Name: ([^;\n]+); Type: SCHEMA;/gm)].map((m) => `${m[1]}|SCHEMA|`);
+    // The entries pg_dump writes apart and the file writes with their object.
+    const apart = new Set(["COMMENT", "ACL", "DEFAULT", "SEQUENCE OWNED BY", "DEFAULT ACL", "EXTENSION"]);
+    const objects = (text: string) =>
+      [
+        ...entries(text)
+          .filter((e) => !apart.has(e.type) && e.schema !== "-")
+          .map((e) => `${e.name}|${e.type}|${e.schema}`),
+        ...schemaEntries(text).filter((s) => s !== "public|SCHEMA|"),
+      ].sort();
+    // pg_dump writes a CHECK constraint inside its CREATE TABLE; the file gives it an entry of its own.
+    const inlineChecks = [...dump.matchAll(/^CREATE TABLE (\w+)\.(\w+) \(([\s\S]*?)\n\);/gm)].flatMap((t) =>
+      [...t[3].matchAll(/CONSTRAINT (\w+) CHECK/g)].map((c) => `${t[2]} ${c[1]}|CONSTRAINT|${t[1]}`),
+    );
+    expect(inlineChecks.length).toBeGreaterThan(0);
+    expect(objects(mine)).toEqual([...objects(dump), ...inlineChecks].sort());
+    expect(objects(mine).length).toBeGreaterThan(30);
+    expect((mine.match(/^COMMENT ON /gm) ?? []).length).toBe(
+      entries(dump).filter((e) => e.type === "COMMENT" && !/^(SCHEMA public|EXTENSION )/.test(e.name)).length,
+    );
+  });
+}
