@@ -274,11 +274,27 @@ async function migration(server: Server) {
     indexSeconds: [] as number[],
     migrationSeconds: [] as number[],
     steps: [] as { name: string; seconds: number }[],
+    aloneSeconds: [] as number[],
+    aloneSteps: [] as { name: string; seconds: number }[],
     writerWaitsBeforeMs: [] as number[],
     writerWaitsMs: [] as number[],
     writerErrors: [] as string[],
     maintenanceWorkMem: DEFAULT_MAINTENANCE_WORK_MEM,
   };
+  // The clean rows made dirty: 1% of the pairs duplicated, plus NULL rows.
+  const makeDirty = (url: string) =>
+    withClient(url, async (c) => {
+      const dup = await c.query(
+        "insert into public.role_membership select group_id, member_id from public.role_membership where member_id % 100 = 0",
+      );
+      const nul = await c.query(
+        `insert into public.role_membership
+         select null, 1000 + g from generate_series(1, 500) g union all select g, null from generate_series(1, 500) g`,
+      );
+      result.duplicates = dup.rowCount ?? 0;
+      result.nullRows = nul.rowCount ?? 0;
+      await c.query("checkpoint");
+    });
   try {
     log(`loading a legacy table with ${rows.toLocaleString("en")} memberships`);
     await withClient(cleanUrl, async (c) => {
@@ -325,18 +341,7 @@ async function migration(server: Server) {
       const b = uniqueName("rolesync_bench_migrate");
       const bUrl = await createDatabase(server, b, clean);
       try {
-        await withClient(bUrl, async (c) => {
-          const dup = await c.query(
-            "insert into public.role_membership select group_id, member_id from public.role_membership where member_id % 100 = 0",
-          );
-          const nul = await c.query(
-            `insert into public.role_membership
-             select null, 1000 + g from generate_series(1, 500) g union all select g, null from generate_series(1, 500) g`,
-          );
-          result.duplicates = dup.rowCount ?? 0;
-          result.nullRows = nul.rowCount ?? 0;
-          await c.query("checkpoint");
-        });
+        await makeDirty(bUrl);
         // A writer doing Aleph's own legacy login for one user (delete the user's rows,
         // insert them again) every 20 ms: first alone, for the baseline (on a table
         // without an index each delete is a sequential scan), then throughout the migration.
@@ -376,7 +381,22 @@ async function migration(server: Server) {
       } finally {
         await dropDatabase(server, b);
       }
-      log(`migration round ${round}: index ${result.indexSeconds.at(-1)!.toFixed(1)} s, migration ${result.migrationSeconds.at(-1)!.toFixed(1)} s`);
+      // C: the same migration with the machine to itself, as the plain build has it.
+      const c = uniqueName("rolesync_bench_alone");
+      const cUrl = await createDatabase(server, c, clean);
+      try {
+        await makeDirty(cUrl);
+        const t0 = performance.now();
+        const migrated = await runMigrations({ databaseUrl: cUrl });
+        result.aloneSeconds.push((performance.now() - t0) / 1000);
+        result.aloneSteps = migrated.steps;
+      } finally {
+        await dropDatabase(server, c);
+      }
+      log(
+        `migration round ${round}: index ${result.indexSeconds.at(-1)!.toFixed(1)} s, ` +
+          `migration ${result.migrationSeconds.at(-1)!.toFixed(1)} s with the writer, ${result.aloneSeconds.at(-1)!.toFixed(1)} s alone`,
+      );
     }
   } finally {
     await dropDatabase(server, clean);
