@@ -35,6 +35,7 @@ import pg from "pg";
 import { dropDatabase, startServerOrExit, withClient } from "./db.ts";
 import { MAJOR_ENV, OneLineError, embeddedMajor, requestedMajor } from "./embedded.ts";
 import { prepareTemplate } from "./harness.ts";
+import { publicNames } from "../src/objects.ts";
 
 const packageRoot = fileURLToPath(new URL("..", import.meta.url));
 
@@ -92,35 +93,6 @@ const ALEPH_OBJECTS = new Set([
   "public.role_membership_group_id_fkey",
   "public.role_membership_member_id_fkey",
 ]);
-
-/** Aleph's tables and type: in the dump whatever the migrations' text says. */
-const ALEPH_BASE = ["role", "role_membership", "role_type"];
-
-/**
- * The names of the objects rolesync's migrations create in public (functions,
- * views, tables, types, sequences), read from every committed migration and
- * every compat variant, so that a new one is in the dump without a change here.
- */
-export function publicNames(migrationsFolder = path.join(packageRoot, "migrations")): string[] {
-  const names = new Set(ALEPH_BASE);
-  const folders = [path.join(migrationsFolder, "committed")];
-  const compat = path.join(migrationsFolder, "compat");
-  if (existsSync(compat)) {
-    for (const d of readdirSync(compat)) folders.push(path.join(compat, d));
-  }
-  const create =
-    /\bcreate\s+(?:or\s+replace\s+)?(?:materialized\s+)?(?:function|procedure|aggregate|view|table|type|domain|sequence)\s+(?:if\s+not\s+exists\s+)?public\.("(?:[^"]|"")+"|[a-z_][a-z0-9_$]*)/gi;
-  for (const folder of folders) {
-    for (const file of readdirSync(folder).filter((f) => f.endsWith(".sql")).sort()) {
-      const sql = readFileSync(path.join(folder, file), "utf8");
-      for (const m of sql.matchAll(create)) {
-        const raw = m[1];
-        names.add(raw.startsWith('"') ? raw.slice(1, -1).replace(/""/g, '"') : raw.toLowerCase());
-      }
-    }
-  }
-  return [...names].sort();
-}
 
 // ---------------------------------------------------------------------------
 // Reading the catalogs.
