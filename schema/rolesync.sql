@@ -142,6 +142,67 @@ CREATE INDEX role_membership_group_id_member_id_idx ON public.role_membership US
 CREATE TRIGGER role_membership_guard BEFORE INSERT OR UPDATE OF group_id, member_id ON public.role_membership FOR EACH ROW EXECUTE FUNCTION public.role_membership_guard();
 
 --
+-- Name: function_fingerprints; Type: TABLE; Schema: rolesync; Owner: <owner>
+--
+CREATE TABLE rolesync.function_fingerprints (
+    function text NOT NULL,
+    app_calls boolean NOT NULL,
+    fingerprint text,
+    recorded_at timestamp with time zone DEFAULT now() NOT NULL
+);
+COMMENT ON TABLE rolesync.function_fingerprints IS 'The functions role_membership_check() watches, with their fingerprints as rolesync''s migrations left them.';
+GRANT ALL ON TABLE rolesync.function_fingerprints TO <owner>;
+
+--
+-- Name: function_fingerprints function_fingerprints_pkey; Type: CONSTRAINT; Schema: rolesync
+--
+ALTER TABLE ONLY rolesync.function_fingerprints
+    ADD CONSTRAINT function_fingerprints_pkey PRIMARY KEY (function);
+
+--
+-- Name: granted; Type: TABLE; Schema: rolesync; Owner: <owner>
+--
+CREATE TABLE rolesync.granted (
+    grantee text NOT NULL,
+    object text NOT NULL,
+    column_name text DEFAULT ''::text NOT NULL,
+    privilege text NOT NULL,
+    recorded_at timestamp with time zone DEFAULT now() NOT NULL
+);
+COMMENT ON TABLE rolesync.granted IS 'Privileges rolesync granted on Aleph''s objects that the grantee lacked before: what rolesync uninstall revokes. column_name is '''' for the whole object.';
+GRANT ALL ON TABLE rolesync.granted TO <owner>;
+
+--
+-- Name: granted granted_pkey; Type: CONSTRAINT; Schema: rolesync
+--
+ALTER TABLE ONLY rolesync.granted
+    ADD CONSTRAINT granted_pkey PRIMARY KEY (grantee, object, column_name, privilege);
+
+--
+-- Name: installation; Type: TABLE; Schema: rolesync; Owner: <owner>
+--
+CREATE TABLE rolesync.installation (
+    singleton boolean DEFAULT true NOT NULL,
+    app_role text NOT NULL,
+    grants_recorded boolean NOT NULL,
+    recorded_at timestamp with time zone DEFAULT now() NOT NULL
+);
+COMMENT ON TABLE rolesync.installation IS 'The application role rolesync granted to, and whether rolesync.granted lists every privilege rolesync granted on Aleph''s objects.';
+GRANT ALL ON TABLE rolesync.installation TO <owner>;
+
+--
+-- Name: installation installation_pkey; Type: CONSTRAINT; Schema: rolesync
+--
+ALTER TABLE ONLY rolesync.installation
+    ADD CONSTRAINT installation_pkey PRIMARY KEY (singleton);
+
+--
+-- Name: installation installation_singleton_check; Type: CONSTRAINT; Schema: rolesync
+--
+ALTER TABLE ONLY rolesync.installation
+    ADD CONSTRAINT installation_singleton_check CHECK (singleton);
+
+--
 -- Name: migrations; Type: TABLE; Schema: rolesync; Owner: <owner>
 --
 CREATE TABLE rolesync.migrations (
@@ -298,10 +359,19 @@ AS $function$
 declare
   v_key name := rolesync.role_membership_key();
   v_keys bigint;
+  v_nullable boolean;
   v_copies bigint := 0;
   v_null_rows bigint := 0;
   v_invalid text;
   v_count bigint;
+  v_list text;
+  v_altered text;
+  v_enabled "char";
+  v_missing text;
+  v_changed text;
+  v_app_role text;
+  v_lacks text[];
+  v_grants text[];
 begin
   check_name := 'primary_key';
   ok := v_key is not null;
@@ -309,12 +379,12 @@ begin
   detail := case
     when v_key = 'rolesync_role_membership_key'
       then 'keyed by rolesync_role_membership_key (UNIQUE (member_id, group_id)); Aleph''s 4.1 upgrade adds role_membership_pkey'
-    when v_key is not null then format('%s (member_id, group_id) is in place', v_key)
+    when v_key is not null then pg_catalog.format('%s (member_id, group_id) is in place', v_key)
     else 'role_membership has no key: concurrent logins can store a pair twice' end;
   hint := case when v_key is null then 'Run `rolesync migrate`: it cleans the table and adds the key online.' end;
   return next;
 
-  select count(*) into v_keys
+  select pg_catalog.count(*) into v_keys
     from pg_catalog.pg_constraint c
    where c.conrelid = 'public.role_membership'::regclass
      and (c.contype = 'p' or c.conname = 'rolesync_role_membership_key');
@@ -322,32 +392,37 @@ begin
   ok := v_keys <= 1;
   count := v_keys;
   detail := case when v_keys > 1
-    then 'both role_membership_pkey and rolesync_role_membership_key: two unique indexes on (member_id, group_id)'
+    then 'both a primary key and rolesync_role_membership_key: two unique indexes on (member_id, group_id)'
     else 'one key on (member_id, group_id)' end;
-  hint := case when v_keys > 1 then 'Aleph''s 4.1 upgrade added its key: run `rolesync migrate`, which drops rolesync''s.' end;
+  hint := case when v_keys > 1 then 'Run `rolesync migrate`: it keeps the key Aleph''s Alembic state calls for and drops the other.' end;
   return next;
 
-  -- Without a key, duplicates and NULL rows need a scan; with one there can be none.
+  -- A key keeps duplicates out; NULL rows only NOT NULL columns (or a validated check) keep out.
+  select pg_catalog.bool_or(not a.attnotnull) into v_nullable
+    from pg_catalog.pg_attribute a
+   where a.attrelid = 'public.role_membership'::regclass and a.attname in ('group_id', 'member_id');
   if v_key is null then
-    select coalesce(sum(d.copies - 1), 0) into v_copies from public.role_membership_duplicates d;
-    select count(*) into v_null_rows from public.role_membership m
+    select coalesce(pg_catalog.sum(d.copies - 1), 0) into v_copies from public.role_membership_duplicates d;
+  end if;
+  if v_key is null or v_nullable then
+    select pg_catalog.count(*) into v_null_rows from public.role_membership m
      where m.group_id is null or m.member_id is null;
   end if;
   check_name := 'duplicates';
   ok := v_copies = 0;
   count := v_copies;
-  detail := format('%s surplus cop%s of stored pairs', v_copies, case when v_copies = 1 then 'y' else 'ies' end);
+  detail := pg_catalog.format('%s surplus cop%s of stored pairs', v_copies, case when v_copies = 1 then 'y' else 'ies' end);
   hint := case when v_copies > 0 then 'Run `rolesync migrate` (or `rolesync dedupe`): copies are archived in rolesync.role_membership_removed.' end;
   return next;
 
   check_name := 'null_rows';
   ok := v_null_rows = 0;
   count := v_null_rows;
-  detail := format('%s row(s) with a NULL group_id or member_id', v_null_rows);
-  hint := case when v_null_rows > 0 then 'Run `rolesync migrate` (or `rolesync dedupe`): NULL rows are archived in rolesync.role_membership_removed.' end;
+  detail := pg_catalog.format('%s row(s) with a NULL group_id or member_id', v_null_rows);
+  hint := case when v_null_rows > 0 then 'Run `rolesync dedupe` (or `rolesync migrate` on a table without a key): NULL rows are archived in rolesync.role_membership_removed.' end;
   return next;
 
-  select string_agg(i.indexrelid::regclass::text, ', ' order by i.indexrelid::regclass::text), count(*)
+  select pg_catalog.string_agg(i.indexrelid::regclass::text, ', ' order by i.indexrelid::regclass::text), pg_catalog.count(*)
     into v_invalid, v_count
     from pg_catalog.pg_index i
    where i.indrelid in ('public.role_membership'::regclass, 'public.role'::regclass)
@@ -359,26 +434,159 @@ begin
   hint := case when v_count > 0 then 'An index build was interrupted. `rolesync migrate` rebuilds its own; for others: DROP INDEX CONCURRENTLY, then build again.' end;
   return next;
 
-  select count(*) into v_count
+  select pg_catalog.count(*) into v_count
     from public.role_membership m
     join public.role r on r.id = m.member_id
    where r.deleted_at is not null;
   check_name := 'soft_deleted_members';
   ok := v_count = 0;
   count := v_count;
-  detail := format('%s membership(s) of soft-deleted members', v_count);
+  detail := pg_catalog.format('%s membership(s) of soft-deleted members', v_count);
   hint := case when v_count > 0 then 'They grant nothing but linger: DELETE FROM role_membership m USING role r WHERE r.id = m.member_id AND r.deleted_at IS NOT NULL.' end;
   return next;
 
-  select count(*) into v_count
+  select pg_catalog.count(*) into v_count
     from public.role_membership m
     join public.role r on r.id = m.group_id
    where r.deleted_at is not null;
   check_name := 'soft_deleted_groups';
   ok := v_count = 0;
   count := v_count;
-  detail := format('%s membership(s) in soft-deleted groups', v_count);
+  detail := pg_catalog.format('%s membership(s) in soft-deleted groups', v_count);
   hint := case when v_count > 0 then 'Each member''s next sync removes them; to remove them now: DELETE FROM role_membership m USING role r WHERE r.id = m.group_id AND r.deleted_at IS NOT NULL.' end;
+  return next;
+
+  -- The ledger, against the migrations this function's migration knows (it is the sixteenth).
+  select pg_catalog.string_agg(k.filename, ', ' order by k.filename)
+         filter (where not exists (select from rolesync.migrations m where m.filename = k.filename)),
+         pg_catalog.string_agg(k.filename, ', ' order by k.filename)
+         filter (where exists (select from rolesync.migrations m where m.filename = k.filename and k.hash is not null and m.hash <> k.hash))
+    into v_missing, v_altered
+    from (values ('000001.sql', 'sha1:717e76975d9ec75be858f9e2f3cf99c369bbd621'),
+                 ('000002.sql', 'sha1:c43bb22fb421787ced09bc7d8e7954f8dd881237'),
+                 ('000003.sql', 'sha1:f4e604337f53fa88f1085205c121410fd49bf5eb'),
+                 ('000004.sql', 'sha1:85165da6d6f09b5554405f30db278794b3c3ac7b'),
+                 ('000005.sql', 'sha1:5e7d8404a027c1bee55a546374f4d7b73f19267d'),
+                 ('000006.sql', 'sha1:d076ac347e81b8bd07841a13f69dee9892e74f96'),
+                 ('000007.sql', 'sha1:2d0bc14d42bbb1f643859cffc4310db34c1f399f'),
+                 ('000008.sql', 'sha1:44d885afff2e3c6b95c44eeabe06accbc89c2c52'),
+                 ('000009.sql', 'sha1:fe8da1ab84b7b8a4949a4d2fcd0a63c254c8edbc'),
+                 ('000010.sql', 'sha1:5de566052b0ff402d579be60bfcb14c54fc22561'),
+                 ('000011.sql', 'sha1:f30e2a6db218f543b0bcc4065d51cae5e36ce44d'),
+                 ('000012.sql', 'sha1:8f5ad9bce21febeb7addb367164a01223c104a81'),
+                 ('000013.sql', 'sha1:628e0cf94977610d4cdd14fb5d5b24928f2a941e'),
+                 ('000014.sql', 'sha1:ca7d6e2dd6fda6d85c0c391ea5c2b566f7d3d80f'),
+                 ('000015.sql', 'sha1:2ea9a9c90c3fb2a5bf91380de545a9e478906795'),
+                 ('000016.sql', null)) as k(filename, hash);
+  select pg_catalog.count(*), pg_catalog.max(m.filename) into v_count, v_list from rolesync.migrations m;
+  check_name := 'migrations';
+  ok := v_missing is null and v_altered is null;
+  count := v_count;
+  detail := case
+    when v_missing is not null then pg_catalog.format('rolesync.migrations lacks %s: an interrupted or older install', v_missing)
+    when v_altered is not null then pg_catalog.format('rolesync.migrations holds %s with another hash than rolesync''s', v_altered)
+    else pg_catalog.format('%s migrations applied, up to %s', v_count, v_list) end;
+  hint := case
+    when v_missing is not null then 'Run `rolesync migrate` (or rolesync.sql with psql): it applies what is missing.'
+    when v_altered is not null then 'The ledger was edited: compare rolesync.migrations with the migrations of the rolesync version that installed it.' end;
+  return next;
+
+  select t.tgenabled into v_enabled
+    from pg_catalog.pg_trigger t
+   where t.tgrelid = 'public.role_membership'::regclass and t.tgname = 'role_membership_guard' and not t.tgisinternal;
+  check_name := 'guard_trigger';
+  ok := v_enabled is not null and v_enabled <> 'D';
+  count := null;
+  detail := case
+    when v_enabled is null then 'role_membership_guard is missing: writers that bypass the sync can store duplicates again'
+    when v_enabled = 'D' then 'role_membership_guard is disabled: writers that bypass the sync can store duplicates again'
+    else 'role_membership_guard is in place: every insert takes its member''s lock' end;
+  hint := case
+    when v_enabled is null then 'Reinstall: `rolesync uninstall`, then `rolesync migrate` (the key and the archive are kept).'
+    when v_enabled = 'D' then 'ALTER TABLE public.role_membership ENABLE TRIGGER role_membership_guard;' end;
+  return next;
+
+  select pg_catalog.string_agg(f.function, ', ' order by f.function)
+         filter (where pg_catalog.to_regprocedure(f.function) is null),
+         pg_catalog.string_agg(f.function, ', ' order by f.function)
+         filter (where pg_catalog.to_regprocedure(f.function) is not null
+                   and rolesync.function_fingerprint(pg_catalog.to_regprocedure(f.function)) is distinct from f.fingerprint),
+         pg_catalog.count(*)
+    into v_missing, v_changed, v_count
+    from rolesync.function_fingerprints f;
+  check_name := 'functions';
+  ok := v_missing is null and v_changed is null;
+  count := v_count;
+  detail := case
+    when v_missing is not null or v_changed is not null then
+      pg_catalog.concat_ws('; ', 'missing: ' || v_missing, 'changed since its migration: ' || v_changed)
+      || ': a login that calls one fails'
+    else pg_catalog.format('%s functions as their migrations made them', v_count) end;
+  hint := case when not ok then
+    'Reinstall: `rolesync uninstall`, then `rolesync migrate` (the key and the archive are kept).' end;
+  return next;
+
+  select i.app_role into v_app_role from rolesync.installation i;
+  if v_app_role is not null and pg_catalog.to_regrole(pg_catalog.quote_ident(v_app_role)) is not null then
+    select array_agg(x.what order by x.n), array_agg(x.grant_sql order by x.n)
+      into v_lacks, v_grants
+      from (
+        select 1 as n, 'EXECUTE on ' || f.function as what,
+               pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I;', f.function, v_app_role) as grant_sql
+          from rolesync.function_fingerprints f
+         where f.app_calls and pg_catalog.to_regprocedure(f.function) is not null
+           and not pg_catalog.has_function_privilege(v_app_role, pg_catalog.to_regprocedure(f.function), 'EXECUTE')
+        union all
+        select 2, 'USAGE on schema rolesync', pg_catalog.format('GRANT USAGE ON SCHEMA rolesync TO %I;', v_app_role)
+         where not pg_catalog.has_schema_privilege(v_app_role, 'rolesync', 'USAGE')
+        union all
+        select 3, p.privilege || ' on ' || p.object,
+               pg_catalog.format('GRANT %s ON %s TO %I;', p.privilege, p.object, v_app_role)
+          from (values ('SELECT', 'public.role'), ('INSERT', 'public.role'),
+                       ('SELECT', 'public.role_membership'), ('INSERT', 'public.role_membership'),
+                       ('DELETE', 'public.role_membership'),
+                       ('SELECT', 'rolesync.role_membership_version'), ('INSERT', 'rolesync.role_membership_version'),
+                       ('UPDATE', 'rolesync.role_membership_version')) as p(privilege, object)
+         where pg_catalog.to_regclass(p.object) is not null
+           and not pg_catalog.has_table_privilege(v_app_role, p.object, p.privilege)
+        union all
+        select 4, 'UPDATE (' || c.col || ') on public.role',
+               pg_catalog.format('GRANT UPDATE (%I) ON public.role TO %I;', c.col, v_app_role)
+          from (values ('email'), ('updated_at')) as c(col)
+         where not pg_catalog.has_column_privilege(v_app_role, 'public.role', c.col, 'UPDATE')
+        union all
+        select 5, 'USAGE on public.role_id_seq', pg_catalog.format('GRANT USAGE ON SEQUENCE public.role_id_seq TO %I;', v_app_role)
+         where pg_catalog.to_regclass('public.role_id_seq') is not null
+           and not pg_catalog.has_sequence_privilege(v_app_role, 'public.role_id_seq', 'USAGE')
+      ) x;
+  end if;
+  check_name := 'app_role_privileges';
+  ok := v_app_role is not null and pg_catalog.to_regrole(pg_catalog.quote_ident(v_app_role)) is not null and v_lacks is null;
+  count := pg_catalog.cardinality(v_lacks);
+  detail := case
+    when v_app_role is null then 'no application role is recorded (rolesync.installation)'
+    when pg_catalog.to_regrole(pg_catalog.quote_ident(v_app_role)) is null
+      then pg_catalog.format('the application role %I, recorded at migrate time, no longer exists', v_app_role)
+    when v_lacks is not null
+      then pg_catalog.format('the application role %I lacks %s: its logins fail (42501)', v_app_role,
+                             rolesync.format_list(v_lacks))
+    else pg_catalog.format('the application role %I has what the functions need', v_app_role) end;
+  hint := case
+    when v_app_role is null or pg_catalog.to_regrole(pg_catalog.quote_ident(v_app_role)) is null
+      then 'Reinstall for the role your application connects as: `rolesync uninstall`, then `rolesync migrate --app-role <role>`.'
+    when v_lacks is not null then pg_catalog.array_to_string(v_grants, ' ') end;
+  return next;
+
+  check_name := 'group_index';
+  ok := exists (select from pg_catalog.pg_index i
+                 where i.indexrelid = pg_catalog.to_regclass('public.role_membership_group_id_member_id_idx')
+                   and i.indrelid = 'public.role_membership'::regclass);
+  count := null;
+  detail := case when ok then 'role_membership_group_id_member_id_idx (group_id, member_id) is in place'
+                 else 'role_membership_group_id_member_id_idx is missing: member listings and the guard''s lookup scan the table' end;
+  hint := case when not ok then
+    'CREATE INDEX CONCURRENTLY role_membership_group_id_member_id_idx ON public.role_membership (group_id, member_id); '
+    'Alembic''s autogenerate proposes dropping it: docs/aleph.md has the include_object filter.' end;
   return next;
 end;
 $function$;
@@ -867,6 +1075,69 @@ $function$;
 COMMENT ON FUNCTION rolesync.format_list(text[], integer) IS 'The first max_items (20) items of a list for an error message, then "and N more"; NULL for an empty list.';
 GRANT ALL ON FUNCTION rolesync.format_list(text[], integer) TO <owner>;
 GRANT EXECUTE ON FUNCTION rolesync.format_list(text[], integer) TO rolesync_app;
+
+--
+-- Name: function_fingerprint(regprocedure); Type: FUNCTION; Schema: rolesync; Owner: <owner>
+--
+CREATE OR REPLACE FUNCTION rolesync.function_fingerprint(p_function regprocedure)
+ RETURNS text
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+  select pg_catalog.md5(pg_catalog.concat_ws(chr(10), p.prosrc, pg_catalog.array_to_string(p.proconfig, ','),
+                                             p.provolatile::text, p.prosecdef::text,
+                                             pg_catalog.pg_get_function_identity_arguments(p.oid),
+                                             pg_catalog.pg_get_function_result(p.oid)))
+    from pg_catalog.pg_proc p
+   where p.oid = p_function
+$function$;
+COMMENT ON FUNCTION rolesync.function_fingerprint(regprocedure) IS 'md5 of a function''s body, settings, volatility, security, arguments and result: what role_membership_check() compares.';
+GRANT ALL ON FUNCTION rolesync.function_fingerprint(regprocedure) TO <owner>;
+
+--
+-- Name: record_fingerprints(); Type: FUNCTION; Schema: rolesync; Owner: <owner>
+--
+CREATE OR REPLACE FUNCTION rolesync.record_fingerprints()
+ RETURNS void
+ LANGUAGE sql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+  update rolesync.function_fingerprints f
+     set fingerprint = rolesync.function_fingerprint(pg_catalog.to_regprocedure(f.function)),
+         recorded_at = pg_catalog.now()
+$function$;
+COMMENT ON FUNCTION rolesync.record_fingerprints() IS 'Takes the fingerprints of the functions role_membership_check() watches; each migration that restates one runs it.';
+GRANT ALL ON FUNCTION rolesync.record_fingerprints() TO <owner>;
+
+--
+-- Name: record_grants(); Type: FUNCTION; Schema: rolesync; Owner: <owner>
+--
+CREATE OR REPLACE FUNCTION rolesync.record_grants()
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+begin
+  if pg_catalog.to_regclass('pg_temp.rolesync_privileges_before') is null
+     or pg_catalog.to_regclass('pg_temp.rolesync_snapshot') is null
+     or pg_catalog.to_regprocedure('pg_temp.rolesync_acl_entries()') is null then
+    return false;
+  end if;
+  -- Planned at their first run, in a session that has the snapshot: the checks above ran first.
+  insert into rolesync.granted (grantee, object, column_name, privilege)
+  select r.rolname, e.object, e.column_name, e.privilege
+    from pg_temp.rolesync_acl_entries() e
+    join pg_catalog.pg_roles r on r.oid = e.grantee
+   where not exists (select from pg_temp.rolesync_privileges_before b
+                      where b.object = e.object and b.column_name = e.column_name
+                        and b.grantee = e.grantee and b.privilege = e.privilege)
+  on conflict do nothing;
+  return coalesce((select pg_catalog.bool_and(s.before_rolesync) from pg_temp.rolesync_snapshot s), false);
+end;
+$function$;
+COMMENT ON FUNCTION rolesync.record_grants() IS 'Records the privileges on Aleph''s objects granted since this session''s snapshot in rolesync.granted; true when the snapshot predates rolesync''s grants.';
+GRANT ALL ON FUNCTION rolesync.record_grants() TO <owner>;
 
 --
 -- Name: role_membership_dirt(integer); Type: FUNCTION; Schema: rolesync; Owner: <owner>

@@ -20,8 +20,18 @@ import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { Command, CommanderError, Option } from "commander";
 import pg from "pg";
-import { appliedMigrations, DEFAULT_MAINTENANCE_WORK_MEM, runMigrations, MigrationError, packageRoot, type MigrateEvent } from "./migrate.ts";
-import { psqlScript } from "./psql.ts";
+import {
+  appliedMigrations,
+  DEFAULT_MAINTENANCE_WORK_MEM,
+  loadMigrations,
+  runMigrations,
+  MigrationError,
+  packageRoot,
+  type MigrateEvent,
+  type Migration,
+} from "./migrate.ts";
+import { psqlScript, uninstallScript } from "./psql.ts";
+import { runUninstall, type UninstallEvent, type UninstallStep } from "./uninstall.ts";
 import { syncRoleMemberships } from "./client.ts";
 import { membershipDirt } from "./dirt.ts";
 import { sqlstate as sqlstateEntry } from "./sqlstates.ts";
@@ -135,6 +145,8 @@ function describeEvent(e: MigrateEvent): string | null {
       return `application role: ${e.appRole}`;
     case "adopted":
       return `adopted ${e.filenames.length} migration(s) from graphile_migrate.migrations into rolesync.migrations (${e.filenames[0]} to ${e.filenames.at(-1)})`;
+    case "not-adopted":
+      return `not adopted: graphile_migrate.migrations lists rolesync's ${e.filenames[0]} to ${e.filenames.at(-1)}, but ${e.reason}`;
     case "migration":
       return `→ ${e.name}`;
     case "skipped":
@@ -193,11 +205,71 @@ async function migrateCommand(
   out.result({ executed: result.executed, steps: result.steps }, () => {});
 }
 
+/**
+ * The ledger against the migrations of this package, which the SQL check
+ * cannot know: pending ones (an interrupted or older install), and rows this
+ * package does not know (a newer rolesync, or an edited ledger).
+ */
+function ledgerRow(applied: Map<string, string>, migrations: Migration[]): CheckRow {
+  const ours = new Map(migrations.map((m) => [m.filename, m.hash]));
+  const last = migrations.at(-1)?.filename ?? "";
+  const foreign = [...applied].filter(([f, h]) => ours.get(f) !== h).map(([f]) => f);
+  const pending = migrations.filter((m) => !applied.has(m.filename)).map((m) => m.file);
+  const row = (ok: boolean, detail: string, hint: string | null): CheckRow => ({
+    check_name: "migrations",
+    ok,
+    count: String(applied.size),
+    detail,
+    hint,
+  });
+  if (foreign.length && foreign.every((f) => f > last)) {
+    return row(
+      false,
+      `rolesync.migrations goes on to ${foreign.at(-1)}: a newer rolesync migrated this database, and this one (${packageVersion()}, up to ${last}) cannot check it`,
+      "Run the `rolesync check` of the version that migrated it, or a later one.",
+    );
+  }
+  if (foreign.length) {
+    return row(
+      false,
+      `rolesync.migrations holds ${foreign.join(", ")} with another hash than this rolesync's`,
+      "The ledger was edited: compare rolesync.migrations with the migrations of the rolesync version that installed it.",
+    );
+  }
+  if (pending.length) {
+    return row(
+      false,
+      `${applied.size} of ${migrations.length} migrations applied; pending: ${pending.join(", ")} (an interrupted or older install)`,
+      "Run `rolesync migrate`: it applies what is missing.",
+    );
+  }
+  return row(true, `${applied.size} of ${migrations.length} migrations applied`, null);
+}
+
 async function checkCommand(_opts: unknown, cmd: Command) {
   const { url, out, read } = context(cmd);
   const rows = await withClient(url, async (c): Promise<CheckRow[]> => {
-    if (await installed(c, "public.role_membership_check()")) {
-      return (await c.query<CheckRow>("select * from public.role_membership_check()")).rows;
+    const migrations = loadMigrations();
+    const applied = await appliedMigrations(c, migrations);
+    const hasCheck = await installed(c, "public.role_membership_check()");
+    if (hasCheck || applied.size > 0) {
+      const rows: CheckRow[] = hasCheck
+        ? (await c.query<CheckRow>("select * from public.role_membership_check()")).rows
+        : [
+            {
+              check_name: "functions",
+              ok: false,
+              count: null,
+              detail: "public.role_membership_check() is missing: rolesync's functions were dropped by hand",
+              hint: "Reinstall: `rolesync uninstall`, then `rolesync migrate` (the key and the archive are kept).",
+            },
+          ];
+      // This package knows its own migrations better than the function a migration made.
+      const ledger = ledgerRow(applied, migrations);
+      const at = rows.findIndex((r) => r.check_name === "migrations");
+      if (at >= 0) rows[at] = ledger;
+      else rows.push(ledger);
+      return rows;
     }
     // Not migrated yet: a problem (exit 1) like any other, and how dirty the table is, with the seed's query.
     const base: CheckRow = {
@@ -279,6 +351,48 @@ async function dedupeCommand(opts: { dryRun?: boolean }, cmd: Command) {
     }
   }, write);
   out.result({ removed }, () => console.log(`removed ${removed} row(s); each is archived in ${archive}`));
+}
+
+function describeUninstallEvent(e: UninstallEvent): string | null {
+  switch (e.type) {
+    case "step":
+      return `→ ${e.step.statement}\n    ${e.step.why}`;
+    case "retry":
+      return `  retry ${e.attempt} in ${(e.delayMs / 1000).toFixed(1)} s: ${e.reason}`;
+    case "progress":
+      return `  … ${e.step}: ${e.detail || "running"} (${e.seconds} s)`;
+    case "done":
+      return null; // the result says it, after what stays
+  }
+}
+
+async function uninstallCommand(opts: { dryRun?: boolean; dropArchive?: boolean; lockRetries: string }, cmd: Command) {
+  const { url, out, write } = context(cmd);
+  const lockRetries = Number(opts.lockRetries);
+  if (!Number.isInteger(lockRetries) || lockRetries < 0) {
+    throw new UsageError(`--lock-retries must be a whole number, not ${opts.lockRetries}`);
+  }
+  const dryRun = Boolean(opts.dryRun);
+  out.line(dryRun ? `rolesync: uninstall, dry run, on ${redact(url)}` : `rolesync: uninstalling from ${redact(url)}`);
+  const result = await runUninstall({
+    databaseUrl: url,
+    dryRun,
+    dropArchive: Boolean(opts.dropArchive),
+    lockRetries,
+    clientOptions: write,
+    onEvent: (e) => {
+      const line = describeUninstallEvent(e);
+      if (line) out.line(line);
+    },
+  });
+  const print = (s: UninstallStep) => console.log(`${dryRun ? "would run" : "ran"}: ${s.statement}\n    ${s.why}`);
+  out.result(result, () => {
+    if (dryRun) for (const s of result.steps) print(s);
+    if (!result.steps.length) console.log("nothing of rolesync's to take out here");
+    for (const k of result.kept) console.log(`kept: ${k.why}`);
+    if (dryRun) console.log(`dry run: ${result.steps.length} statement(s) would run. Nothing was changed.`);
+    else if (result.steps.length) console.log(`uninstalled in ${result.seconds.toFixed(1)} s (${result.steps.length} statement(s))`);
+  });
 }
 
 async function syncCommand(roleId: string, groupIds: string[], opts: { none?: boolean }, cmd: Command) {
@@ -478,15 +592,37 @@ export function buildProgram(): Command {
     .action(statusCommand);
 
   program
+    .command("uninstall")
+    .description(
+      "take out what rolesync added (functions, trigger, view, group index, its tables and ledger, the privileges it granted); " +
+        "keep a key on role_membership and, by default, the archive",
+    )
+    .option("--dry-run", "list what it would run and what stays; change nothing")
+    .option("--drop-archive", "drop the archive of removed rows too (rolesync.role_membership_removed)")
+    .option("--lock-retries <n>", "retries when a lock is not granted within lock_timeout", "30")
+    .addHelpText(
+      "after",
+      "\nrole_membership keeps a key: Aleph's primary key where Aleph's Alembic declares it (4.1+), else\n" +
+        "rolesync_role_membership_key (before Aleph 4.1: its upgrade then passes; run uninstall again after it).\n" +
+        "Only privileges the application role lacked before rolesync granted them are revoked.\n" +
+        "Turn off whatever calls rolesync's functions first (the Aleph plugin: ROLESYNC_ALEPH=off).\n" +
+        "With psql alone: rolesync sql --uninstall > rolesync-uninstall.sql (docs/aleph.md, section 8).",
+    )
+    .action(uninstallCommand);
+
+  program
     .command("sql")
-    .description("print one psql script that applies what `migrate` applies, for a database reached with psql alone")
+    .description("print one psql script that applies what `migrate` applies (or, with --uninstall, what `uninstall` does), for a database reached with psql alone")
+    .option("--uninstall", "print the script of `rolesync uninstall` instead")
     .addHelpText(
       "after",
       "\nApply it with: psql -v ON_ERROR_STOP=1 -v app_role=<your app's role> -f rolesync.sql \"$DATABASE_URL\"\n" +
-        "It needs no database URL here, and refuses psql -1 (--single-transaction). docs/aleph.md has docker-compose and Helm.",
+        "The uninstall script: psql -v ON_ERROR_STOP=1 [-v dry_run=on] [-v drop_archive=on] -f rolesync-uninstall.sql \"$DATABASE_URL\"\n" +
+        "They need no database URL here, and refuse psql -1 (--single-transaction). docs/aleph.md has docker-compose and Helm.",
     )
-    .action(() => {
-      process.stdout.write(psqlScript({ version: packageVersion(), command: "rolesync sql" }));
+    .action((opts: { uninstall?: boolean }) => {
+      const made = { version: packageVersion(), command: opts.uninstall ? "rolesync sql --uninstall" : "rolesync sql" };
+      process.stdout.write(opts.uninstall ? uninstallScript(made) : psqlScript(made));
     });
 
   return program;

@@ -71,12 +71,32 @@ export const RUN_IF_SETTING = "rolesync.run_migration";
  */
 export const DEFAULT_MAINTENANCE_WORK_MEM = "256MB";
 
+/**
+ * The majors rolesync supports, checked before anything changes (by the
+ * runner, the psql scripts and uninstall): 10, which Aleph's own
+ * docker-compose pins, to 18, the newest tested. Before 10 the migrations
+ * do not parse (identity columns); a newer major is untested.
+ */
+export const SUPPORTED_MAJORS = { min: 10, max: 18 } as const;
+export const SUPPORTED_MAJORS_SQL = `do $$
+begin
+  if pg_catalog.current_setting('server_version_num')::integer / 10000
+     not between ${SUPPORTED_MAJORS.min} and ${SUPPORTED_MAJORS.max} then
+    raise exception using errcode = '0A000',
+      message = pg_catalog.format('rolesync supports PostgreSQL ${SUPPORTED_MAJORS.min} to ${SUPPORTED_MAJORS.max}; this server is PostgreSQL %s',
+                                  pg_catalog.current_setting('server_version')),
+      hint = 'Nothing was changed. Run it on a server of a supported major (pg_upgrade an older one first).';
+  end if;
+end
+$$;`;
+
 /** The last migration of 0.1.0's chain, which the versions in migrations/compat/pg10-11 stand in for. */
 const COMPAT_LAST = "000008";
 
 export type MigrateEvent =
   | { type: "start"; appRole: string }
   | { type: "adopted"; filenames: string[] }
+  | { type: "not-adopted"; filenames: string[]; reason: string }
   | { type: "migration"; name: string }
   | { type: "skipped"; name: string; reason: string }
   | { type: "retry"; attempt: number; delayMs: number; reason: string }
@@ -207,15 +227,36 @@ function pairsSql(migrations: Migration[]): string {
 }
 
 /**
+ * True when the objects rolesync's first migrations leave are all in place:
+ * the sync and dedupe functions, the guard trigger, the group index, a key,
+ * and sync_role_memberships_by_foreign_id() (000008, 0.1.0's last). A row
+ * of graphile_migrate.migrations is proof that a migration ran, not that its
+ * objects are still there: the hand rollback docs/aleph.md showed before
+ * 0.2.0 dropped them and left 0.1.0's rows behind. Adopting those rows then
+ * skipped 000001-000008 over a database that had none of their objects.
+ */
+export const RELEASE_010_INTACT_SQL = `(pg_catalog.to_regprocedure('public.sync_role_memberships(integer, integer[], text)') is not null
+     and pg_catalog.to_regprocedure('public.dedupe_role_memberships()') is not null
+     and pg_catalog.to_regprocedure('public.sync_role_memberships_by_foreign_id(text, text[], text)') is not null
+     and pg_catalog.to_regclass('public.role_membership_group_id_member_id_idx') is not null
+     and exists (select from pg_catalog.pg_trigger t
+                  where t.tgrelid = pg_catalog.to_regclass('public.role_membership') and t.tgname = 'role_membership_guard')
+     and exists (select from pg_catalog.pg_constraint c
+                  where c.conrelid = pg_catalog.to_regclass('public.role_membership')
+                    and (c.contype = 'p' or c.conname = 'rolesync_role_membership_key')))`;
+
+/**
  * Copies into rolesync.migrations the rows of graphile_migrate.migrations
  * that are rolesync's (the same filename and hash): a database rolesync 0.1.0
- * migrated, or one the development workflow migrated. Other rows there are
- * another application's and stay where they are, untouched.
+ * migrated, or one the development workflow migrated; only while their
+ * objects are in place (RELEASE_010_INTACT_SQL), else none, and the chain
+ * runs again from 000001. Other rows there are another application's and
+ * stay where they are, untouched.
  */
 export function adoptSql(migrations: Migration[]): string {
   return `do $$
 begin
-  if pg_catalog.to_regclass('graphile_migrate.migrations') is not null then
+  if pg_catalog.to_regclass('graphile_migrate.migrations') is not null and ${RELEASE_010_INTACT_SQL} then
     insert into rolesync.migrations (filename, hash, previous_hash, date)
     select g.filename, g.hash, g.previous_hash, g.date
       from graphile_migrate.migrations g
@@ -303,7 +344,7 @@ export function hookSettings(): HookSettings {
 /**
  * The ledger names of the migrations this database has: rolesync.migrations,
  * plus rolesync's own rows in graphile_migrate.migrations that a run would
- * adopt (a database 0.1.0 migrated). Read-only.
+ * adopt (a database 0.1.0 migrated, with its objects in place). Read-only.
  */
 export async function appliedMigrations(client: Queryable, migrations = loadMigrations()): Promise<Map<string, string>> {
   const applied = new Map<string, string>();
@@ -315,12 +356,23 @@ export async function appliedMigrations(client: Queryable, migrations = loadMigr
     const { rows } = await client.query<{ filename: string; hash: string }>("select filename, hash from rolesync.migrations");
     for (const r of rows) applied.set(r.filename, r.hash);
   }
-  if (t[0].gm) {
+  if (t[0].gm && (await client.query<{ ok: boolean }>(`select ${RELEASE_010_INTACT_SQL} as ok`)).rows[0].ok) {
     const ours = new Map(migrations.map((m) => [m.filename, m.hash]));
     const { rows } = await client.query<{ filename: string; hash: string }>("select filename, hash from graphile_migrate.migrations");
     for (const r of rows) if (ours.get(r.filename) === r.hash && !applied.has(r.filename)) applied.set(r.filename, r.hash);
   }
   return new Map([...applied].sort(([a], [b]) => a.localeCompare(b)));
+}
+
+/** rolesync's own rows in graphile_migrate.migrations (same filename and hash), whatever the catalog holds. */
+async function ledgerRowsOf010(client: Queryable, migrations: Migration[]): Promise<string[]> {
+  const { rows: t } = await client.query<{ gm: boolean }>(
+    "select pg_catalog.to_regclass('graphile_migrate.migrations') is not null as gm",
+  );
+  if (!t[0].gm) return [];
+  const ours = new Map(migrations.map((m) => [m.filename, m.hash]));
+  const { rows } = await client.query<{ filename: string; hash: string }>("select filename, hash from graphile_migrate.migrations");
+  return rows.filter((r) => ours.get(r.filename) === r.hash).map((r) => r.filename).sort();
 }
 
 /** RS013 unless the applied migrations are a prefix of this version's chain. */
@@ -387,6 +439,16 @@ async function runSql(client: pg.Client, sql: string, transaction: boolean, afte
 
 class Busy extends Error {}
 
+/**
+ * How long to wait before retry `attempt` after a lock timeout (55P03) or a
+ * busy advisory lock: exponential from 0.4 s, capped at 5 s, jittered by
+ * ±50% so that two waiting runs do not retry in step. Shared by migrate and
+ * uninstall.
+ */
+export function lockRetryDelayMs(attempt: number): number {
+  return Math.min(200 * 2 ** Math.min(attempt, 5), 5000) * (0.5 + Math.random());
+}
+
 export async function runMigrations(opts: MigrateOptions): Promise<MigrateResult> {
   const emit = opts.onEvent ?? (() => {});
   const url = withApplicationName(opts.databaseUrl, APPLICATION_NAME);
@@ -417,7 +479,7 @@ export async function runMigrations(opts: MigrateOptions): Promise<MigrateResult
       const lockTimeout = err.code === "55P03";
       const busy = e instanceof Busy;
       if ((lockTimeout || busy) && attempt <= retries) {
-        const delayMs = Math.min(200 * 2 ** Math.min(attempt, 5), 5000) * (0.5 + Math.random());
+        const delayMs = lockRetryDelayMs(attempt);
         emit({
           type: "retry",
           attempt,
@@ -456,6 +518,7 @@ export async function runMigrations(opts: MigrateOptions): Promise<MigrateResult
       CREATE_ALEPH_SCHEMA_SETTING,
       opts.createAlephSchema ? "on" : "off",
     ]);
+    await c.query(SUPPORTED_MAJORS_SQL);
     await c.query(maintenanceWorkMemSql(opts.maintenanceWorkMem), opts.maintenanceWorkMem === "server" ? [] : [opts.maintenanceWorkMem ?? DEFAULT_MAINTENANCE_WORK_MEM]);
     const { rows: v } = await c.query<{ major: number }>(
       "select current_setting('server_version_num')::integer / 10000 as major",
@@ -473,10 +536,19 @@ export async function runMigrations(opts: MigrateOptions): Promise<MigrateResult
         return (await c.query<{ filename: string }>("select filename from rolesync.migrations")).rows.map((r) => r.filename);
       };
       const own = new Set(await ledger());
+      const offered = await ledgerRowsOf010(c, migrations);
       await runSql(c, `${LEDGER_DDL}\n${adoptSql(migrations)}`, true);
       const applied = new Set(await ledger());
       const adopted = [...applied].filter((f) => !own.has(f));
       if (adopted.length) emit({ type: "adopted", filenames: adopted });
+      const refused = offered.filter((f) => !applied.has(f));
+      if (refused.length) {
+        emit({
+          type: "not-adopted",
+          filenames: refused,
+          reason: "their objects are gone (rolled back by hand), so they run again",
+        });
+      }
 
       for (const m of migrations) {
         if (applied.has(m.filename)) continue;
@@ -524,7 +596,7 @@ function maintenanceWorkMemSql(requested: string | undefined): string {
 }
 
 /** Runs a RunIf condition file, which sets rolesync.run_migration to on or off. */
-async function condition(c: pg.Client, file: string): Promise<boolean> {
+export async function condition(c: Queryable, file: string): Promise<boolean> {
   await c.query("select pg_catalog.set_config($1, '', false)", [RUN_IF_SETTING]);
   await c.query(readFileSync(file, "utf8"));
   const { rows } = await c.query<{ v: string }>("select current_setting($1) as v", [RUN_IF_SETTING]);

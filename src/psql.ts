@@ -23,6 +23,7 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import {
   ADVISORY_LOCK,
+  SUPPORTED_MAJORS_SQL,
   adoptSql,
   DEFAULT_MAINTENANCE_WORK_MEM,
   hookSettings,
@@ -34,10 +35,41 @@ import {
   conditionReason,
   type Migration,
 } from "./migrate.ts";
+import { ALEPH_ADDS_PRIMARY_KEY_CONDITION, planArguments, uninstallPlanSql } from "./uninstall.ts";
 
 /** Placeholders become psql variables; psql leaves quoted and dollar-quoted text alone. */
 function substitute(sql: string): string {
   return sql.replace(/:ROLESYNC_APP_ROLE\b/g, ':"app_role"');
+}
+
+/** The refusal of psql -1, which CREATE INDEX CONCURRENTLY cannot run in. */
+function refuseSingleTransaction(script: string, concurrent: string): string[] {
+  return [
+    "-- Refuse psql -1: a statement's own transaction starts with it; psql -1's began earlier.",
+    "select transaction_timestamp() <> statement_timestamp() as rolesync_in_transaction \\gset",
+    "\\if :rolesync_in_transaction",
+    `do $$ begin raise exception using errcode = '25001',
+  message = '${script} cannot run inside one transaction (psql -1, --single-transaction)',
+  hint = '${concurrent} cannot run in a transaction block. Run it without -1: each step has its own transaction, and a second run resumes where the first stopped.';
+end $$;`,
+    "\\endif",
+  ];
+}
+
+/** The server's major, and the application role (psql's app_role variable, a role name). */
+function preconditions(): string[] {
+  return [
+    SUPPORTED_MAJORS_SQL,
+    "select exists (select from pg_catalog.pg_roles where rolname = :'app_role') as rolesync_app_role_exists \\gset",
+    "\\if :rolesync_app_role_exists",
+    "\\else",
+    "select pg_catalog.set_config('rolesync.app_role', :'app_role', false) as rolesync_ignored \\gset",
+    `do $$ begin raise exception using errcode = '42704',
+  message = pg_catalog.format('the application role %s does not exist', pg_catalog.current_setting('rolesync.app_role')),
+  hint = 'Nothing was changed. Create it (CREATE ROLE ...), or name the role your application connects as: -v app_role=<role>.';
+end $$;`,
+    "\\endif",
+  ];
 }
 
 /** A migration's body and its ledger row: in one transaction, or (no-transaction) the body alone, then the row. */
@@ -83,18 +115,14 @@ export function psqlScript(opts: ScriptOptions): string {
     "--   PGOPTIONS='-c rolesync.create_aleph_schema=on' psql … -f rolesync.sql",
     "",
     "\\set ON_ERROR_STOP on",
-    "-- Refuse psql -1: a statement's own transaction starts with it; psql -1's began earlier.",
-    "select transaction_timestamp() <> statement_timestamp() as rolesync_in_transaction \\gset",
-    "\\if :rolesync_in_transaction",
-    `do $$ begin raise exception using errcode = '25001',
-  message = 'rolesync.sql cannot run inside one transaction (psql -1, --single-transaction)',
-  hint = 'CREATE INDEX CONCURRENTLY and VACUUM cannot run in a transaction block. Run it without -1: each step has its own transaction, and a second run resumes where the first stopped.';
-end $$;`,
-    "\\endif",
+    ...refuseSingleTransaction("rolesync.sql", "CREATE INDEX CONCURRENTLY and VACUUM"),
     "\\if :{?app_role}",
     "\\else",
     "select current_user as app_role \\gset",
     "\\endif",
+    "-- Preconditions, before anything changes, as `rolesync migrate` checks them: a supported",
+    "-- server, and the application role (the hooks below refuse a database without Aleph's tables).",
+    ...preconditions(),
     "set application_name = 'rolesync-sql';",
     "-- rolesync's lock, the one `rolesync migrate` takes: never two at once.",
     `select pg_try_advisory_lock(${ADVISORY_LOCK}) as rolesync_locked \\gset`,
@@ -163,5 +191,88 @@ end $$;`,
 
   for (const file of hooks.afterAllMigrations) out.push(...hook(file), "");
   out.push(`select pg_advisory_unlock(${ADVISORY_LOCK}) as rolesync_unlocked \\gset`, "\\echo rolesync: done", "");
+  return out.join("\n");
+}
+
+/**
+ * `rolesync sql --uninstall`: what `rolesync uninstall` does, as one psql
+ * script, from the same plan (migrations/uninstall/plan.sql): the plan
+ * function is created for the session, then each phase's statements are
+ * run with \\gexec, the transaction's inside BEGIN … COMMIT with
+ * lock_timeout 1s. -v dry_run=on prints the plan and changes nothing;
+ * -v drop_archive=on drops the archive too. If it stops on 55P03, nothing of
+ * that transaction was changed: run it again.
+ */
+export function uninstallScript(opts: ScriptOptions): string {
+  const args = planArguments();
+  const array = (xs: string[]) => `'${`{${xs.map((x) => `"${x}"`).join(",")}}`}'::text[]`;
+  const call = `pg_temp.rolesync_uninstall_plan(:'drop_archive'::boolean, :'rolesync_aleph_adds'::boolean,
+       ${array(args.filenames)},
+       ${array(args.hashes)},
+       ${array(args.publicNames)})`;
+  const out: string[] = [
+    `-- rolesync ${opts.version}: \`rolesync uninstall\`, as one psql script.`,
+    `-- Made by: ${opts.command}`,
+    "--",
+    '-- Apply:   psql -v ON_ERROR_STOP=1 -f rolesync-uninstall.sql "$DATABASE_URL"',
+    "-- Look:    psql -v ON_ERROR_STOP=1 -v dry_run=on -f rolesync-uninstall.sql \"$DATABASE_URL\"",
+    "-- Archive: -v drop_archive=on drops rolesync.role_membership_removed too (kept by default).",
+    "-- Run as the owner of Aleph's tables, after turning off whatever calls rolesync's functions.",
+    "-- It takes out what rolesync added and keeps a key on role_membership: Aleph's primary key",
+    "-- where Aleph's Alembic declares it, else rolesync_role_membership_key (run the script again",
+    "-- after Aleph's 4.1 upgrade). Only privileges rolesync recorded as its own are revoked.",
+    "-- If it stops on 55P03 (lock_timeout: a long transaction held role_membership), nothing of",
+    "-- that step was changed: run it again. Run again at any time, it does only what is left.",
+    "",
+    "\\set ON_ERROR_STOP on",
+    ...refuseSingleTransaction("rolesync-uninstall.sql", "CREATE INDEX CONCURRENTLY and DROP INDEX CONCURRENTLY"),
+    "\\if :{?dry_run}",
+    "\\else",
+    "\\set dry_run off",
+    "\\endif",
+    "\\if :{?drop_archive}",
+    "\\else",
+    "\\set drop_archive off",
+    "\\endif",
+    SUPPORTED_MAJORS_SQL,
+    "set application_name = 'rolesync-uninstall';",
+    "-- rolesync's lock, the one `rolesync migrate` takes: never beside a migration.",
+    `select pg_try_advisory_lock(${ADVISORY_LOCK}) as rolesync_locked \\gset`,
+    "\\if :rolesync_locked",
+    "\\else",
+    `do $$ begin raise exception using errcode = '55P03',
+  message = 'a rolesync migration (rolesync migrate, or rolesync.sql) is running on this database',
+  hint = 'Nothing was changed. Wait for it to finish, then run this script again.';
+end $$;`,
+    "\\endif",
+    "",
+    "-- The plan (migrations/uninstall/plan.sql), for this session only.",
+    uninstallPlanSql().trimEnd(),
+    "",
+    "-- Whose key role_membership keeps: Aleph's Alembic state (000010's condition file).",
+    readFileSync(ALEPH_ADDS_PRIMARY_KEY_CONDITION, "utf8").trimEnd(),
+    `select pg_catalog.current_setting('${RUN_IF_SETTING}')::boolean as rolesync_aleph_adds \\gset`,
+    "",
+    "\\echo rolesync: what stays",
+    `select why as kept from ${call} where phase = 'keep' order by step;`,
+    "\\if :dry_run",
+    "\\echo rolesync: dry run: the statements it would run, in order (nothing is changed)",
+    `select phase, statement, why from ${call}
+ where phase <> 'keep' order by case phase when 'prepare' then 0 when 'transaction' then 1 else 2 end, step;`,
+    "\\else",
+    "\\echo rolesync: index builds, without blocking writers",
+    `select statement from ${call} where phase = 'prepare' order by step \\gexec`,
+    "\\echo rolesync: one transaction, lock_timeout 1s",
+    "begin;",
+    "set local lock_timeout = '1s';",
+    `select statement from ${call} where phase = 'transaction' order by step \\gexec`,
+    "commit;",
+    "\\echo rolesync: the group index, without blocking writers",
+    `select statement from ${call} where phase = 'concurrent' order by step \\gexec`,
+    "\\echo rolesync: uninstalled",
+    "\\endif",
+    `select pg_advisory_unlock(${ADVISORY_LOCK}) as rolesync_unlocked \\gset`,
+    "",
+  ];
   return out.join("\n");
 }

@@ -162,8 +162,26 @@ export const SQLSTATES: readonly Sqlstate[] = Object.freeze(
       {
         code: "RS013",
         from: MIGRATION,
-        when: "`rolesync.migrations` is not a beginning of this version's migrations: a newer rolesync migrated the database, or a row was edited or deleted; nothing was changed",
+        when: "`rolesync.migrations` is not a beginning of this version's migrations: a newer rolesync migrated the database, or a row was edited or deleted (`rolesync uninstall`: a newer rolesync's ledger); nothing was changed",
         todo: "a newer rolesync: run that version (or a later one). An altered ledger: restore its rows from a backup",
+      },
+      {
+        code: "RS014",
+        from: "`rolesync uninstall`, `rolesync sql --uninstall`'s script",
+        when: "`role_membership` has no key (an install interrupted before its key): uninstalling would leave it without one, and the duplicate-row bug would return; nothing was changed",
+        todo: "run `rolesync migrate` to finish adopting (it dedupes and keys the table online), then uninstall",
+      },
+      {
+        code: "0A000",
+        from: `${MIGRATION}; \`rolesync uninstall\``,
+        when: "the server's major is not one rolesync supports (10 to 18); nothing was changed",
+        todo: "run it on a supported server (`pg_upgrade` an older one first)",
+      },
+      {
+        code: "42704",
+        from: `${MIGRATION}`,
+        when: "the application role (`--app-role`, `ROLESYNC_APP_ROLE`, the script's `-v app_role`) does not exist; nothing was changed",
+        todo: "create it, or name the role your application connects as",
       },
       {
         code: "55P03",

@@ -182,6 +182,11 @@ describe("on a dirty pre-4.1 Aleph database", () => {
       "invalid_indexes",
       "soft_deleted_members",
       "soft_deleted_groups",
+      "migrations",
+      "guard_trigger",
+      "functions",
+      "app_role_privileges",
+      "group_index",
     ]);
   });
 

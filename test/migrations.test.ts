@@ -324,6 +324,7 @@ describe("every starting state reaches the same end state", () => {
       "000013-bounded-messages.sql",
       "000014-faster-no-op-sync.sql",
       "000015-membership-dirt.sql",
+      "000016-own-state.sql",
     ]);
     await withPgClient(db.url, async (c) => {
       await expectMigrated(c);

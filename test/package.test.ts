@@ -151,6 +151,8 @@ describe("the packed tarball, installed into an empty project", () => {
       "dist/client.js",
       "dist/bin.js",
       "dist/rolesync.sql", // the psql-only path, for operators without Node.js
+      "dist/rolesync-uninstall.sql", // and its way back
+      "migrations/uninstall/plan.sql", // which `rolesync uninstall` runs
       "migrations/committed/000001-schema.sql",
       "migrations/compat/pg10-11/000001-schema.sql",
       "migrations/hooks/aleph-tables.sql",

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import type pg from "pg";
 import { psqlScript } from "../src/psql.ts";
-import { ADVISORY_LOCK, packageRoot, runMigrations } from "../src/migrate.ts";
+import { ADVISORY_LOCK, packageRoot, runMigrations, SUPPORTED_MAJORS_SQL } from "../src/migrate.ts";
 import { APP_ROLE } from "../scripts/harness.ts";
 import { pgEnv } from "../scripts/pgtap.ts";
 import { alephPre41Dirty, DIRTY_ROWS, fingerprint } from "../scripts/fixtures.ts";
@@ -235,4 +235,41 @@ test("on Aleph 4.0 (Alembic before 131674bde902) the script builds 000010's inde
   for (const db of [aleph40, plain]) {
     expect((await withPgClient(db.url, applied)).length).toBe(COMMITTED); // recorded either way
   }
+});
+
+test("preconditions before anything changes: an application role that does not exist (42704), and Aleph's tables missing (RS012)", async () => {
+  const db = await dirtyAleph();
+  const before = await withPgClient(db.url, untouched);
+  const run = await psql(db.url, ["-v", "ON_ERROR_STOP=1", "-v", "app_role=rolesync_nobody_here", "-f", script]);
+  expect(run.code).not.toBe(0);
+  expect(run.output).toMatch(/ERROR: {2}the application role rolesync_nobody_here does not exist/);
+  expect(run.output).toMatch(/HINT: {2}Nothing was changed\. Create it \(CREATE ROLE \.\.\.\), or name the role your application connects as: -v app_role=<role>\./);
+  expect(await withPgClient(db.url, untouched)).toEqual(before);
+  await withPgClient(db.url, async (c) => {
+    const { rows } = await c.query("select to_regnamespace('rolesync') as schema");
+    expect(rows[0].schema).toBeNull(); // not even the ledger's schema
+  });
+
+  const empty = await createTestDatabase({ empty: true });
+  databases.push(empty);
+  const bare = await psql(empty.url, ["-v", "ON_ERROR_STOP=1", "-f", script]);
+  expect(bare.code).not.toBe(0);
+  expect(bare.output).toMatch(/ERROR: {2}Aleph's tables are missing/);
+  await withPgClient(empty.url, async (c) => {
+    const { rows } = await c.query("select to_regnamespace('rolesync') as schema, to_regclass('public.role') as role");
+    expect(rows[0]).toEqual({ schema: null, role: null });
+  });
+});
+
+test("an unsupported server major stops the script and the runner (0A000) before anything changes; the check comes first", async () => {
+  const text = psqlScript({ version: "0.0.0-test", command: "test" });
+  // The check sits before the first statement that changes anything.
+  expect(text.indexOf(SUPPORTED_MAJORS_SQL)).toBeGreaterThan(0);
+  expect(text.indexOf(SUPPORTED_MAJORS_SQL)).toBeLessThan(text.search(/^(create|begin|insert|alter|set application_name)/m));
+  // Its refusal, on this server, with the range moved past it.
+  const moved = SUPPORTED_MAJORS_SQL.replace(/between \d+ and \d+/, "between 90 and 99");
+  const err = await withPgClient((await dirtyAleph()).url, (c) => c.query(moved)).catch((e) => e);
+  expect(err.code).toBe("0A000");
+  expect(err.message).toMatch(/^rolesync supports PostgreSQL 10 to 18; this server is PostgreSQL \d+/);
+  expect(err.hint).toMatch(/^Nothing was changed\./);
 });

@@ -1,6 +1,7 @@
 --! Previous: sha1:5e7d8404a027c1bee55a546374f4d7b73f19267d
 --! Hash: sha1:d076ac347e81b8bd07841a13f69dee9892e74f96
 --! Message: primary key index
+--! RunIf: conditions/no-key-yet.sql
 
 --! no-transaction
 /*

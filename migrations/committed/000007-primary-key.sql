@@ -1,6 +1,7 @@
 --! Previous: sha1:d076ac347e81b8bd07841a13f69dee9892e74f96
 --! Hash: sha1:2d0bc14d42bbb1f643859cffc4310db34c1f399f
 --! Message: primary key
+--! RunIf: conditions/no-key-yet.sql
 
 /*
  * Attach the key: SET NOT NULL skips its scan thanks to the validated check,

@@ -19,7 +19,8 @@ insert into public.role_membership (group_id, member_id) values (11, 1);
 
 select set_eq($$select check_name, ok from public.role_membership_check()$$,
   $$values ('primary_key', true), ('redundant_key', true), ('duplicates', true), ('null_rows', true), ('invalid_indexes', true),
-           ('soft_deleted_members', true), ('soft_deleted_groups', true)$$,
+           ('soft_deleted_members', true), ('soft_deleted_groups', true), ('migrations', true), ('guard_trigger', true),
+           ('functions', true), ('app_role_privileges', true), ('group_index', true)$$,
   'on a migrated, clean table every check is ok');
 select results_eq(
   $$select check_name, ok, count, detail from public.role_membership_check() where check_name in ('primary_key', 'redundant_key')$$,
@@ -57,9 +58,9 @@ select results_eq(
   'both role_membership_pkey and rolesync_role_membership_key: redundant_key fails, counting two keys');
 select results_eq(
   $$select detail, hint from public.role_membership_check() where check_name = 'redundant_key'$$,
-  $$values ('both role_membership_pkey and rolesync_role_membership_key: two unique indexes on (member_id, group_id)',
-            'Aleph''s 4.1 upgrade added its key: run `rolesync migrate`, which drops rolesync''s.')$$,
-  'and says that the next migrate drops rolesync''s');
+  $$values ('both a primary key and rolesync_role_membership_key: two unique indexes on (member_id, group_id)',
+            'Run `rolesync migrate`: it keeps the key Aleph''s Alembic state calls for and drops the other.')$$,
+  'and says that the next migrate drops one, as Aleph''s Alembic state calls for (test/aleph-lifecycle.test.ts)');
 select is(rolesync.role_membership_key(), 'role_membership_pkey'::name, 'role_membership_key() prefers the primary key');
 
 -- rolesync's unique constraint alone: the table is keyed, until Aleph adds its own.
@@ -94,11 +95,12 @@ select ok((select hint like '%rolesync migrate%' from public.role_membership_che
   'and the hint says to migrate');
 select ok((select bool_and(hint is not null) from public.role_membership_check() where not ok),
   'every failing check says what to do');
-select is((select count(*) from public.role_membership_check()), 7::bigint, 'always seven checks');
+select is((select count(*) from public.role_membership_check()), 12::bigint, 'always twelve checks');
 select is(
   (select array_agg(check_name) from public.role_membership_check()),
-  array['primary_key', 'redundant_key', 'duplicates', 'null_rows', 'invalid_indexes', 'soft_deleted_members', 'soft_deleted_groups'],
-  'in a fixed order');
+  array['primary_key', 'redundant_key', 'duplicates', 'null_rows', 'invalid_indexes', 'soft_deleted_members', 'soft_deleted_groups',
+        'migrations', 'guard_trigger', 'functions', 'app_role_privileges', 'group_index'],
+  'in a fixed order: the table''s data, then rolesync''s own state (own_state.sql tests those)');
 
 select * from finish();
 rollback;

@@ -58,8 +58,9 @@ select is_empty(
 
 -- rolesync's own tables live in schema rolesync (000012), out of Aleph's public.
 select has_schema('rolesync', 'rolesync has a schema of its own');
-select tables_are('rolesync', array['migrations', 'role_membership_removed', 'role_membership_version'],
-  'schema rolesync holds exactly the ledger, the archive and the version table');
+select tables_are('rolesync', array['function_fingerprints', 'granted', 'installation', 'migrations', 'role_membership_removed',
+                                    'role_membership_version'],
+  'schema rolesync holds exactly the ledger, the archive, the version table and what it knows of itself (000016, own_state.sql)');
 
 -- rolesync's own migration ledger (src/migrate.ts), not graphile-migrate's:
 -- one row per committed migration, chained by hash as graphile-migrate chains them.
