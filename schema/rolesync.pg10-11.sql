@@ -79,7 +79,7 @@ CREATE TABLE public.role (
 );
 GRANT ALL ON TABLE public.role TO <owner>;
 GRANT SELECT, INSERT ON TABLE public.role TO rolesync_app;
-GRANT UPDATE (updated_at, email) ON TABLE public.role TO rolesync_app;
+GRANT UPDATE (updated_at, foreign_id, name, email, api_key, is_admin) ON TABLE public.role TO rolesync_app;
 
 --
 -- Name: role role_foreign_id_key; Type: CONSTRAINT; Schema: public; Origin: Aleph
@@ -358,6 +358,7 @@ CREATE OR REPLACE FUNCTION public.role_membership_check()
 AS $function$
 declare
   v_key name := rolesync.role_membership_key();
+  v_line text := rolesync.alembic_line();
   v_keys bigint;
   v_nullable boolean;
   v_copies bigint := 0;
@@ -377,8 +378,13 @@ begin
   ok := v_key is not null;
   count := null;
   detail := case
-    when v_key = 'rolesync_role_membership_key'
-      then 'keyed by rolesync_role_membership_key (UNIQUE (member_id, group_id)); Aleph''s 4.1 upgrade adds role_membership_pkey'
+    when v_key = 'rolesync_role_membership_key' then
+      'keyed by rolesync_role_membership_key (UNIQUE (member_id, group_id)); ' ||
+      case v_line
+        when 'aleph-before-4.1' then 'Aleph''s 4.1 upgrade adds role_membership_pkey'
+        when 'openaleph' then 'OpenAleph''s Alembic adds no key of its own: this one stays'
+        when 'unknown' then 'the Alembic revision is not one rolesync knows: no one else is expected to key the table, so this one stays'
+        else 'no one else keys the table: this one stays' end
     when v_key is not null then pg_catalog.format('%s (member_id, group_id) is in place', v_key)
     else 'role_membership has no key: concurrent logins can store a pair twice' end;
   hint := case when v_key is null then 'Run `rolesync migrate`: it cleans the table and adds the key online.' end;
@@ -456,7 +462,7 @@ begin
   hint := case when v_count > 0 then 'Each member''s next sync removes them; to remove them now: DELETE FROM role_membership m USING role r WHERE r.id = m.group_id AND r.deleted_at IS NOT NULL.' end;
   return next;
 
-  -- The ledger, against the migrations this function's migration knows (it is the sixteenth).
+  -- The ledger, against the migrations this function's migration knows (up to 000018, which follows it).
   select pg_catalog.string_agg(k.filename, ', ' order by k.filename)
          filter (where not exists (select from rolesync.migrations m where m.filename = k.filename)),
          pg_catalog.string_agg(k.filename, ', ' order by k.filename)
@@ -477,7 +483,9 @@ begin
                  ('000013.sql', 'sha1:628e0cf94977610d4cdd14fb5d5b24928f2a941e'),
                  ('000014.sql', 'sha1:ca7d6e2dd6fda6d85c0c391ea5c2b566f7d3d80f'),
                  ('000015.sql', 'sha1:2ea9a9c90c3fb2a5bf91380de545a9e478906795'),
-                 ('000016.sql', null)) as k(filename, hash);
+                 ('000016.sql', 'sha1:ad241bef498fc379df13fc3ecd0cc4151fe6ef04'),
+                 ('000017.sql', null),
+                 ('000018.sql', null)) as k(filename, hash);
   select pg_catalog.count(*), pg_catalog.max(m.filename) into v_count, v_list from rolesync.migrations m;
   check_name := 'migrations';
   ok := v_missing is null and v_altered is null;
@@ -528,7 +536,7 @@ begin
 
   select i.app_role into v_app_role from rolesync.installation i;
   if v_app_role is not null and pg_catalog.to_regrole(pg_catalog.quote_ident(v_app_role)) is not null then
-    select array_agg(x.what order by x.n), array_agg(x.grant_sql order by x.n)
+    select array_agg(x.what order by x.n, x.what), array_agg(x.grant_sql order by x.n, x.what)
       into v_lacks, v_grants
       from (
         select 1 as n, 'EXECUTE on ' || f.function as what,
@@ -552,8 +560,10 @@ begin
         union all
         select 4, 'UPDATE (' || c.col || ') on public.role',
                pg_catalog.format('GRANT UPDATE (%I) ON public.role TO %I;', c.col, v_app_role)
-          from (values ('email'), ('updated_at')) as c(col)
-         where not pg_catalog.has_column_privilege(v_app_role, 'public.role', c.col, 'UPDATE')
+          from (values ('email'), ('updated_at'), ('foreign_id'), ('name'), ('is_admin'), ('api_key')) as c(col)
+         where exists (select from pg_catalog.pg_attribute a
+                        where a.attrelid = 'public.role'::regclass and a.attname = c.col and not a.attisdropped)
+           and not pg_catalog.has_column_privilege(v_app_role, 'public.role', c.col, 'UPDATE')
         union all
         select 5, 'USAGE on public.role_id_seq', pg_catalog.format('GRANT USAGE ON SEQUENCE public.role_id_seq TO %I;', v_app_role)
          where pg_catalog.to_regclass('public.role_id_seq') is not null
@@ -632,6 +642,253 @@ COMMENT ON FUNCTION public.role_membership_guard() IS 'Trigger on role_membershi
 GRANT ALL ON FUNCTION public.role_membership_guard() TO <owner>;
 
 --
+-- Name: sync_aleph_login(text, text, text, text[], boolean, boolean, boolean, text, boolean, text, text, text[], text); Type: FUNCTION; Schema: public; Owner: <owner>
+--
+CREATE OR REPLACE FUNCTION public.sync_aleph_login(member_foreign_id text, member_name text, member_email text, group_foreign_ids text[], admin_group boolean DEFAULT false, auto_admin boolean DEFAULT false, migrate_sub boolean DEFAULT false, email_rule text DEFAULT 'on_create'::text, update_name boolean DEFAULT false, admin_rule text DEFAULT 'grant'::text, touch text DEFAULT 'always'::text, api_keys text[] DEFAULT NULL::text[], managed_prefix text DEFAULT NULL::text, OUT member_id integer, OUT member_created boolean, OUT is_admin boolean, OUT added text[], OUT removed text[], OUT created text[], OUT skipped text[])
+ RETURNS record
+ LANGUAGE plpgsql
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+declare
+  v_now timestamp := pg_catalog.clock_timestamp() at time zone 'utc';
+  v_names text[];
+  v_bad text[];
+  v_max_length integer;
+  v_deleted boolean;
+  v_blocked boolean;
+  v_type text;
+  v_is_admin boolean;
+  v_name text;
+  v_email text;
+  v_api_key text;
+  v_new_name text;
+  v_touched boolean := false;
+  v_set_admin boolean;
+  v_set_name text;
+  v_set_email text;
+  v_target integer[];
+  v_not_groups text[];
+  v_added integer[];
+  v_removed integer[];
+begin
+  if member_foreign_id is null or group_foreign_ids is null or admin_group is null or auto_admin is null
+     or migrate_sub is null or email_rule is null or update_name is null or admin_rule is null or touch is null then
+    raise exception using errcode = '22004',
+      message = pg_catalog.format('sync_aleph_login: %s must not be null',
+                  case when member_foreign_id is null then 'member_foreign_id'
+                       when group_foreign_ids is null then 'group_foreign_ids'
+                       when admin_group is null then 'admin_group' when auto_admin is null then 'auto_admin'
+                       when migrate_sub is null then 'migrate_sub' when email_rule is null then 'email_rule'
+                       when update_name is null then 'update_name' when admin_rule is null then 'admin_rule'
+                       else 'touch' end),
+      hint = 'Pass an empty array for a user without groups. member_name, member_email, api_keys and managed_prefix may be NULL.';
+  end if;
+  if email_rule not in ('on_create', 'replace') or admin_rule not in ('grant', 'recompute')
+     or touch not in ('always', 'on_change') then
+    raise exception using errcode = '22023',
+      message = pg_catalog.format('sync_aleph_login: %s',
+                  case when email_rule not in ('on_create', 'replace')
+                         then pg_catalog.format('email_rule must be on_create or replace, not %L', email_rule)
+                       when admin_rule not in ('grant', 'recompute')
+                         then pg_catalog.format('admin_rule must be grant or recompute, not %L', admin_rule)
+                       else pg_catalog.format('touch must be always or on_change, not %L', touch) end),
+      hint = 'Aleph 4.1: on_create, grant, always. OpenAleph 5: on_create, recompute, on_change.';
+  end if;
+  if member_foreign_id = '' then
+    raise exception using errcode = '22023', message = 'sync_aleph_login: member_foreign_id must not be empty';
+  end if;
+  if pg_catalog.array_ndims(group_foreign_ids) > 1 then
+    raise exception using errcode = '22023',
+      message = 'sync_aleph_login: group_foreign_ids must be a one-dimensional array';
+  end if;
+  if pg_catalog.array_position(group_foreign_ids, null) is not null then
+    raise exception using errcode = '22004',
+      message = pg_catalog.format('sync_aleph_login: group_foreign_ids must not contain NULL (element %s is NULL)',
+                                  pg_catalog.array_position(group_foreign_ids, null));
+  end if;
+
+  v_names := array(select distinct n from pg_catalog.unnest(group_foreign_ids) as n order by n);
+  v_bad := array(select pg_catalog.format('%L', n) from pg_catalog.unnest(v_names) as n
+                  where n = '' or n = 'group:' or n = managed_prefix order by n);
+  if pg_catalog.cardinality(v_bad) > 0 then
+    raise exception using errcode = '22023',
+      message = pg_catalog.format('empty group names: %s', rolesync.format_list(v_bad)),
+      hint = 'A group foreign id is ''group:'' followed by the group''s name.';
+  end if;
+  if managed_prefix is not null then
+    v_bad := array(select pg_catalog.format('%L', n) from pg_catalog.unnest(v_names) as n
+                    where left(n, length(managed_prefix)) <> managed_prefix order by n);
+    if pg_catalog.cardinality(v_bad) > 0 then
+      raise exception using errcode = 'RS005',
+        message = pg_catalog.format('groups outside the managed prefix %L: %s', managed_prefix, rolesync.format_list(v_bad)),
+        hint = 'Name groups as the prefix followed by their name, or pass NULL to manage every group.';
+    end if;
+  end if;
+  -- The limit is role.foreign_id's own: varchar(2048) in Aleph.
+  select a.atttypmod - 4 into v_max_length
+    from pg_catalog.pg_attribute a
+   where a.attrelid = 'public.role'::regclass and a.attname = 'foreign_id' and a.atttypmod > 4;
+  v_bad := array(select pg_catalog.format('%s… (%s characters)', left(n, 40), length(n))
+                   from pg_catalog.unnest(member_foreign_id || v_names) as n
+                  where length(n) > v_max_length);
+  if pg_catalog.cardinality(v_bad) > 0 then
+    raise exception using errcode = '22001',
+      message = pg_catalog.format('foreign ids longer than %s characters: %s', v_max_length, rolesync.format_list(v_bad)),
+      hint = 'role.foreign_id cannot hold them; shorten the subject or the group names at the identity provider.';
+  end if;
+  if member_foreign_id = any (v_names) then
+    raise exception using errcode = 'RS004',
+      message = pg_catalog.format('role %L cannot be a member of itself', member_foreign_id),
+      hint = 'Remove the user''s own foreign id from group_foreign_ids.';
+  end if;
+
+  -- The foreign-id lock: one user's logins, one after another, from here on.
+  perform pg_catalog.pg_advisory_xact_lock(1919904870, pg_catalog.hashtext(member_foreign_id));
+
+  member_created := false;
+  select r.id, r.deleted_at is not null, r.is_blocked, r.type::text, r.is_admin, r.name, r.email, r.api_key
+    into member_id, v_deleted, v_blocked, v_type, v_is_admin, v_name, v_email, v_api_key
+    from public.role r where r.foreign_id = member_foreign_id
+     for no key update;
+  if v_deleted then
+    raise exception using errcode = 'RS001',
+      message = pg_catalog.format('member role %L is soft-deleted', member_foreign_id),
+      hint = 'A soft-deleted user cannot log in; an admin restores it by clearing deleted_at.';
+  end if;
+
+  if member_id is null and migrate_sub and member_email is not null then
+    -- OAUTH_MIGRATE_SUB: the user under its email, re-keyed to the new foreign id.
+    select r.id, r.is_blocked, r.type::text, r.is_admin, r.name, r.email, r.api_key
+      into member_id, v_blocked, v_type, v_is_admin, v_name, v_email, v_api_key
+      from public.role r
+     where pg_catalog.lower(r.email) = pg_catalog.lower(member_email) and r.type = 'user' and r.deleted_at is null
+     order by r.id
+     limit 1
+       for no key update;
+    if member_id is not null then
+      -- Aleph's Role.update({"name": name}): a NULL name falls back to the stored email, else the foreign id.
+      v_name := coalesce(member_name, nullif(v_email, ''), member_foreign_id);
+      update public.role r set foreign_id = member_foreign_id, name = v_name, updated_at = v_now
+       where r.id = member_id;
+      v_touched := true;
+    end if;
+  end if;
+
+  if member_id is null then
+    insert into public.role as r (foreign_id, name, email, type, is_admin, is_muted, is_blocked, is_tester,
+                                  created_at, updated_at, api_key)
+    values (member_foreign_id, coalesce(nullif(member_name, ''), member_email, member_foreign_id), member_email,
+            'user', auto_admin, false, false, false, v_now, v_now, api_keys[1])
+    on conflict (foreign_id) do nothing
+    returning r.id, r.is_admin, r.name, r.email into member_id, v_is_admin, v_name, v_email;
+    member_created := member_id is not null;
+    v_blocked := false;
+    v_type := 'user';
+    if not member_created then
+      -- Another writer (not a login: those wait on the foreign-id lock) created it; this statement sees its commit.
+      select r.id, r.deleted_at is not null, r.is_blocked, r.type::text, r.is_admin, r.name, r.email
+        into member_id, v_deleted, v_blocked, v_type, v_is_admin, v_name, v_email
+        from public.role r where r.foreign_id = member_foreign_id
+         for no key update;
+      if member_id is null then
+        raise exception using errcode = '40001',
+          message = pg_catalog.format('member role %L was created after this transaction''s snapshot', member_foreign_id),
+          hint = 'Retry the whole transaction: a fresh snapshot finds the role.';
+      end if;
+      if v_deleted then
+        raise exception using errcode = 'RS001',
+          message = pg_catalog.format('member role %L is soft-deleted', member_foreign_id),
+          hint = 'A soft-deleted user cannot log in; an admin restores it by clearing deleted_at.';
+      end if;
+    end if;
+  end if;
+
+  if v_blocked then
+    raise exception using errcode = 'RS006',
+      message = pg_catalog.format('member role %L is blocked', member_foreign_id),
+      hint = 'An admin blocked this account (role.is_blocked); only an admin can unblock it.';
+  end if;
+  if v_type <> 'user' then
+    raise exception using errcode = 'RS003',
+      message = pg_catalog.format('member role %L is not a user (%s)', member_foreign_id, v_type),
+      hint = 'Only roles of type ''user'' log in; the identity provider''s subject collides with a group or system role.';
+  end if;
+
+  -- The user's own fields, as the line's code would set them; written once, below.
+  is_admin := case when admin_rule = 'recompute' then auto_admin or admin_group else v_is_admin or admin_group end;
+  v_set_admin := case when is_admin is distinct from v_is_admin then is_admin end;
+  if update_name then
+    v_new_name := coalesce(nullif(member_name, ''), nullif(member_email, ''));
+    if v_new_name is not null and v_new_name is distinct from v_name then
+      v_set_name := v_new_name;
+    end if;
+  end if;
+  if email_rule = 'replace' and not member_created and nullif(member_email, '') is distinct from v_email
+     and nullif(member_email, '') is not null then
+    v_set_email := member_email;
+  end if;
+
+  -- The groups: the missing ones created (in name order, so two creators never wait on each other in turn).
+  with new_groups as (
+    insert into public.role as g (foreign_id, name, type, is_admin, is_muted, is_blocked, is_tester,
+                                  created_at, updated_at, api_key)
+    select n, case when left(n, 6) = 'group:' then substr(n, 7) else n end, 'group', false, false, false, false,
+           v_now, v_now, api_keys[1 + pg_catalog.array_position(group_foreign_ids, n)]
+      from pg_catalog.unnest(v_names) as n
+     where not exists (select from public.role r where r.foreign_id = n)
+     order by 1
+    on conflict (foreign_id) do nothing
+    returning g.foreign_id
+  )
+  select array(select g.foreign_id from new_groups g order by g.foreign_id) into created;
+
+  -- A fresh snapshot: it sees the groups concurrent creators committed.
+  select array(select r.id from public.role r
+                where r.foreign_id = any (v_names) and r.deleted_at is null and r.type = 'group'),
+         array(select r.foreign_id::text from public.role r
+                where r.foreign_id = any (v_names) and r.deleted_at is not null
+                order by r.foreign_id),
+         array(select pg_catalog.format('%L (%s)', r.foreign_id, r.type) from public.role r
+                where r.foreign_id = any (v_names) and r.deleted_at is null and r.type <> 'group'
+                order by r.foreign_id)
+    into v_target, skipped, v_not_groups;
+  if pg_catalog.cardinality(v_not_groups) > 0 then
+    raise exception using errcode = 'RS003',
+      message = pg_catalog.format('names belong to roles that are not groups: %s', rolesync.format_list(v_not_groups)),
+      hint = 'A user or system role has this foreign id; rename the group at the identity provider.';
+  end if;
+
+  -- The member lock and the sync: sync_role_memberships(), same guarantees.
+  select s.added, s.removed into v_added, v_removed
+    from public.sync_role_memberships(member_id, v_target, managed_prefix) s;
+  added := array(select r.foreign_id::text from public.role r where r.id = any (v_added) order by r.foreign_id);
+  removed := array(select r.foreign_id::text from public.role r where r.id = any (v_removed) order by r.foreign_id);
+
+  -- One write to the user's row, already locked: what changed, and updated_at per the touch rule.
+  if not member_created
+     and (v_set_admin is not null or v_set_name is not null or v_set_email is not null
+          or touch = 'always'
+          or (touch = 'on_change' and not v_touched
+              and (pg_catalog.cardinality(v_added) > 0 or pg_catalog.cardinality(v_removed) > 0))) then
+    update public.role r
+       set is_admin = coalesce(v_set_admin, r.is_admin),
+           name = coalesce(v_set_name, r.name),
+           email = coalesce(v_set_email, r.email),
+           updated_at = case when touch = 'always' or v_set_name is not null or v_set_email is not null
+                               or v_touched or pg_catalog.cardinality(v_added) > 0
+                               or pg_catalog.cardinality(v_removed) > 0
+                             then v_now else r.updated_at end
+     where r.id = member_id;
+  elsif member_created and v_set_admin is not null then
+    update public.role r set is_admin = v_set_admin where r.id = member_id;
+  end if;
+end;
+$function$;
+COMMENT ON FUNCTION public.sync_aleph_login(text, text, text, text[], boolean, boolean, boolean, text, boolean, text, text, text[], text) IS 'Aleph''s OAuth login (4.1 and OpenAleph 5) in one call, lock first: finds, re-keys (OAUTH_MIGRATE_SUB), creates or refuses the user, applies the line''s admin, name and email rules, syncs its groups; returns (member_id, member_created, is_admin, added, removed, created, skipped).';
+GRANT ALL ON FUNCTION public.sync_aleph_login(text, text, text, text[], boolean, boolean, boolean, text, boolean, text, text, text[], text) TO <owner>;
+GRANT EXECUTE ON FUNCTION public.sync_aleph_login(text, text, text, text[], boolean, boolean, boolean, text, boolean, text, text, text[], text) TO rolesync_app;
+
+--
 -- Name: sync_oauth_login(text, text, text, text[], text); Type: FUNCTION; Schema: public; Owner: <owner>
 --
 CREATE OR REPLACE FUNCTION public.sync_oauth_login(member_foreign_id text, member_name text, member_email text, group_foreign_ids text[], managed_prefix text DEFAULT 'group:'::text, OUT member_id integer, OUT member_created boolean, OUT added integer[], OUT removed integer[], OUT created integer[], OUT skipped integer[])
@@ -671,6 +928,9 @@ begin
       hint = 'role.foreign_id cannot hold it; shorten the subject at the identity provider.';
   end if;
 
+  -- The foreign-id lock (sync_aleph_login's): the user's logins one after another, before any insert.
+  perform pg_catalog.pg_advisory_xact_lock(1919904870, pg_catalog.hashtext(member_foreign_id));
+
   member_created := false;
   select r.id into member_id from public.role r where r.foreign_id = member_foreign_id;
   if member_id is null then
@@ -682,7 +942,6 @@ begin
     returning id into member_id;
     member_created := member_id is not null;
     if not member_created then
-      -- A concurrent login created it; a fresh snapshot sees its commit.
       select r.id into member_id from public.role r where r.foreign_id = member_foreign_id;
       if member_id is null then
         raise exception using errcode = '40001',
@@ -693,7 +952,7 @@ begin
     end if;
   end if;
 
-  -- The member lock, held until commit (see the comment above the function).
+  -- The member lock, held until commit.
   perform pg_catalog.pg_advisory_xact_lock(1919904869, member_id);
 
   if not member_created then
@@ -1026,31 +1285,58 @@ GRANT ALL ON FUNCTION public.sync_role_memberships_by_foreign_id(text, text[], t
 GRANT EXECUTE ON FUNCTION public.sync_role_memberships_by_foreign_id(text, text[], text) TO rolesync_app;
 
 --
--- Name: aleph_adds_primary_key(); Type: FUNCTION; Schema: rolesync; Owner: <owner>
+-- Name: alembic_line(); Type: FUNCTION; Schema: rolesync; Owner: <owner>
 --
-CREATE OR REPLACE FUNCTION rolesync.aleph_adds_primary_key()
- RETURNS boolean
+CREATE OR REPLACE FUNCTION rolesync.alembic_line()
+ RETURNS text
  LANGUAGE plpgsql
  STABLE
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
+declare
+  v_revisions text[];
 begin
   if pg_catalog.to_regclass('public.alembic_version') is null then
-    return false;
+    return 'none';
   end if;
-  if exists (
-    select from pg_catalog.pg_attribute a
-     where a.attrelid = pg_catalog.to_regclass('public.role') and a.attname = 'api_key_digest' and not a.attisdropped)
-  then
-    return false;
+  -- Planned at its first run, once the table is known to exist: no dynamic SQL.
+  v_revisions := array(select v.version_num::text from public.alembic_version v);
+  if pg_catalog.cardinality(v_revisions) = 0 then
+    return 'none';
   end if;
-  -- An empty ledger is no Aleph release: its upgrade would start from scratch.
-  return exists (
-    select from public.alembic_version v
-     where v.version_num not in ('131674bde902', 'd46fc882ec6b', '31e24765dee3', '2c55cafd26ce'));
+  if v_revisions && array['131674bde902', 'd46fc882ec6b', '31e24765dee3', '2c55cafd26ce']
+     or exists (select from pg_catalog.pg_attribute a
+                 where a.attrelid = pg_catalog.to_regclass('public.role') and a.attname = 'api_key_digest'
+                   and not a.attisdropped) then
+    return 'aleph-4.1';
+  end if;
+  if v_revisions && array['e003034f4af8', '5d52e680a2f3', '48e003f89633', '575ded9400fd'] then
+    return 'openaleph';
+  end if;
+  if v_revisions <@ array['af9b37868cf3', '8a8ef1f7e6fa', '40d6ffcd8442', 'b3ff632002d9', '1519391870a0',
+                          'b3959bf8cc66', '2b478162b2b7', '2979a1322381', 'a8849e4e6784', 'aac638b04072',
+                          '23c4b0bf13bf', '8dff301e1b1f', '4c9e198c5b31', '9dcef7592cea', 'aa486b9e627e',
+                          '18f53aae83ae', '5b681871c1ab', '274270e01613', 'c52a1f469ac7', '8adf50aadcb0'] then
+    return 'aleph-before-4.1';
+  end if;
+  return 'unknown';
 end;
 $function$;
-COMMENT ON FUNCTION rolesync.aleph_adds_primary_key() IS 'True when Aleph''s Alembic has yet to run 131674bde902, which adds role_membership_pkey: rolesync then keys role_membership under its own name.';
+COMMENT ON FUNCTION rolesync.alembic_line() IS 'Whose Alembic chain the database follows: none, aleph-before-4.1, aleph-4.1, openaleph or unknown (treated as: no one else keys role_membership).';
+GRANT ALL ON FUNCTION rolesync.alembic_line() TO <owner>;
+
+--
+-- Name: aleph_adds_primary_key(); Type: FUNCTION; Schema: rolesync; Owner: <owner>
+--
+CREATE OR REPLACE FUNCTION rolesync.aleph_adds_primary_key()
+ RETURNS boolean
+ LANGUAGE sql
+ STABLE
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+  select rolesync.alembic_line() = 'aleph-before-4.1'
+$function$;
+COMMENT ON FUNCTION rolesync.aleph_adds_primary_key() IS 'True when Aleph''s Alembic has yet to run 131674bde902, which adds role_membership_pkey (rolesync.alembic_line() = aleph-before-4.1).';
 GRANT ALL ON FUNCTION rolesync.aleph_adds_primary_key() TO <owner>;
 
 --

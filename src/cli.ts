@@ -31,7 +31,7 @@ import {
   type Migration,
 } from "./migrate.ts";
 import { psqlScript, uninstallScript } from "./psql.ts";
-import { runUninstall, type UninstallEvent, type UninstallStep } from "./uninstall.ts";
+import { alembicLine, runUninstall, type UninstallEvent, type UninstallStep } from "./uninstall.ts";
 import { syncRoleMemberships } from "./client.ts";
 import { membershipDirt } from "./dirt.ts";
 import { sqlstate as sqlstateEntry } from "./sqlstates.ts";
@@ -454,9 +454,13 @@ async function statusCommand(_opts: unknown, cmd: Command) {
     const versions = await countRows(c, ["rolesync.role_membership_version", "public.role_membership_version"]);
     // Committed files are named 000001-<slug>.sql; the ledger records them as 000001.sql.
     const appliedNumbers = new Set(applied.map((f) => f.slice(0, 6)));
+    // Whose Alembic chain the database follows (rolesync.alembic_line(), or its condition file before 000017).
+    const line = await alembicLine(c);
     return {
       database: v[0].db,
       server: `PostgreSQL ${v[0].v}`,
+      /** none, aleph-before-4.1, aleph-4.1, openaleph or unknown: who, if anyone, keys role_membership besides rolesync. */
+      alembicLine: line,
       installed: applied.length > 0,
       migrations: {
         applied: applied.length,
@@ -493,10 +497,10 @@ async function statusCommand(_opts: unknown, cmd: Command) {
     }
     console.log(
       `role_membership: ~${r.estimatedRows ?? "?"} rows, ${r.size ?? "?"} with indexes, ` +
-        `key ${describeKey(r.key, r.primaryKey)}, guard trigger ${r.guardTrigger ? "yes" : "no"}`,
+        `key ${describeKey(r.key, r.primaryKey, status.alembicLine)}, guard trigger ${r.guardTrigger ? "yes" : "no"}`,
     );
     if (r.redundantKey) {
-      console.log(`also keyed by ${r.redundantKey}: one key too many; the next \`rolesync migrate\` drops rolesync's`);
+      console.log(`also keyed by ${r.redundantKey}: one key too many; the next \`rolesync migrate\` keeps the one Aleph's Alembic state calls for`);
     }
     if (r.archivedRows !== null) console.log(`archived by the dedupe: ${r.archivedRows} row(s)`);
     if (r.membersSynced !== null) console.log(`members changed by sync_role_memberships: ${r.membersSynced}`);
@@ -514,10 +518,19 @@ async function countRows(c: pg.Client, tables: string[]): Promise<number | null>
   return null;
 }
 
-function describeKey(key: string | null, primary: boolean): string {
+function describeKey(key: string | null, primary: boolean, line: string): string {
   if (key === null) return "NONE (run `rolesync migrate`)";
   if (primary) return `${key} (primary key)`;
-  return `${key} (unique, until Aleph's 4.1 upgrade adds role_membership_pkey)`;
+  switch (line) {
+    case "aleph-before-4.1":
+      return `${key} (unique, until Aleph's 4.1 upgrade adds role_membership_pkey)`;
+    case "openaleph":
+      return `${key} (unique; OpenAleph's Alembic adds no key of its own, so it stays)`;
+    case "unknown":
+      return `${key} (unique; the Alembic revision is not one rolesync knows, so it stays)`;
+    default:
+      return `${key} (unique; no one else keys the table, so it stays)`;
+  }
 }
 
 function packageVersion(): string {

@@ -35,7 +35,7 @@ import {
   conditionReason,
   type Migration,
 } from "./migrate.ts";
-import { ALEPH_ADDS_PRIMARY_KEY_CONDITION, planArguments, uninstallPlanSql } from "./uninstall.ts";
+import { ALEMBIC_LINE_CONDITION, ALEMBIC_LINE_SETTING, planArguments, uninstallPlanSql } from "./uninstall.ts";
 
 /** Placeholders become psql variables; psql leaves quoted and dollar-quoted text alone. */
 function substitute(sql: string): string {
@@ -206,7 +206,7 @@ end $$;`,
 export function uninstallScript(opts: ScriptOptions): string {
   const args = planArguments();
   const array = (xs: string[]) => `'${`{${xs.map((x) => `"${x}"`).join(",")}}`}'::text[]`;
-  const call = `pg_temp.rolesync_uninstall_plan(:'drop_archive'::boolean, :'rolesync_aleph_adds'::boolean,
+  const call = `pg_temp.rolesync_uninstall_plan(:'drop_archive'::boolean, :'rolesync_alembic_line',
        ${array(args.filenames)},
        ${array(args.hashes)},
        ${array(args.publicNames)})`;
@@ -249,9 +249,9 @@ end $$;`,
     "-- The plan (migrations/uninstall/plan.sql), for this session only.",
     uninstallPlanSql().trimEnd(),
     "",
-    "-- Whose key role_membership keeps: Aleph's Alembic state (000010's condition file).",
-    readFileSync(ALEPH_ADDS_PRIMARY_KEY_CONDITION, "utf8").trimEnd(),
-    `select pg_catalog.current_setting('${RUN_IF_SETTING}')::boolean as rolesync_aleph_adds \\gset`,
+    "-- Whose key role_membership keeps: whose Alembic chain the database follows.",
+    readFileSync(ALEMBIC_LINE_CONDITION, "utf8").trimEnd(),
+    `select pg_catalog.current_setting('${ALEMBIC_LINE_SETTING}') as rolesync_alembic_line \\gset`,
     "",
     "\\echo rolesync: what stays",
     `select why as kept from ${call} where phase = 'keep' order by step;`,

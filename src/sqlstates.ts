@@ -44,7 +44,7 @@ export interface Sqlstate {
   readonly cliHint?: string;
 }
 
-const SYNC = "`sync_role_memberships`, `sync_role_memberships_by_foreign_id`, `sync_oauth_login`";
+const SYNC = "`sync_role_memberships`, `sync_role_memberships_by_foreign_id`, `sync_oauth_login`, `sync_aleph_login`";
 const MIGRATION = "migration: `rolesync migrate`, `runMigrations`, `rolesync sql`'s script";
 
 export const SQLSTATES: readonly Sqlstate[] = Object.freeze(
@@ -53,7 +53,7 @@ export const SQLSTATES: readonly Sqlstate[] = Object.freeze(
       {
         code: "22004",
         from: SYNC,
-        when: "an argument is NULL, or an element of the list (the message gives its position); `sync_oauth_login`: the member foreign id",
+        when: "an argument is NULL, or an element of the list (the message gives its position); the logins: the member foreign id",
         todo: "fix the input; pass `'{}'` to remove everything",
         error: "NullArgumentError",
       },
@@ -61,7 +61,7 @@ export const SQLSTATES: readonly Sqlstate[] = Object.freeze(
         code: "22023",
         from: `${SYNC}; migration`,
         when:
-          "a multi-dimensional list; by foreign id: an empty name, or one that is only the prefix; `sync_oauth_login`: an empty member foreign id; " +
+          "a multi-dimensional list; by foreign id: an empty name, or one that is only the prefix; the logins: an empty member foreign id; `sync_aleph_login`: a rule that is none of its values; " +
           "migration: `rolesync.create_aleph_schema` is neither on nor off",
         todo: "pass a flat array of real names; set `rolesync.create_aleph_schema` to `on` or `off`",
         error: "InvalidArgumentError",
@@ -69,7 +69,7 @@ export const SQLSTATES: readonly Sqlstate[] = Object.freeze(
       {
         code: "RS001",
         from: SYNC,
-        when: "the member does not exist or is soft-deleted (`deleted_at` set); `sync_oauth_login` creates an absent member, so there only soft-deleted",
+        when: "the member does not exist or is soft-deleted (`deleted_at` set); the logins create an absent member, so there only soft-deleted",
         todo: "create the member first; do not sync deleted roles",
         error: "UnknownMemberError",
       },
@@ -83,35 +83,35 @@ export const SQLSTATES: readonly Sqlstate[] = Object.freeze(
       {
         code: "RS003",
         from: SYNC,
-        when: "roles that are not groups, named with their type (by foreign id: a name that belongs to a user); `sync_oauth_login`: a member that is not a user",
+        when: "roles that are not groups, named with their type (by foreign id: a name that belongs to a user); the logins: a member that is not a user",
         todo: "pass only roles of type `group`",
         error: "NotAGroupError",
       },
       {
         code: "RS004",
-        from: "`sync_role_memberships`, `sync_role_memberships_by_foreign_id`",
+        from: "`sync_role_memberships`, `sync_role_memberships_by_foreign_id`, `sync_aleph_login`",
         when: "the member is in its own list",
         todo: "remove its id",
         error: "SelfMembershipError",
       },
       {
         code: "RS005",
-        from: "`sync_role_memberships`, `sync_role_memberships_by_foreign_id`",
+        from: "`sync_role_memberships`, `sync_role_memberships_by_foreign_id`, `sync_aleph_login`",
         when: "a group outside `managed_prefix` (by id, or a name not starting with the prefix)",
         todo: "pass the right prefix, or NULL / `''` to manage every group",
         error: "UnmanagedGroupError",
       },
       {
         code: "RS006",
-        from: "`sync_oauth_login`",
+        from: "`sync_oauth_login`, `sync_aleph_login`",
         when: "the member is blocked (`is_blocked`)",
         todo: "an admin unblocks the account; never retry",
         error: "BlockedMemberError",
       },
       {
         code: "22001",
-        from: "`sync_role_memberships_by_foreign_id`, `sync_oauth_login`",
-        when: "a name (or `sync_oauth_login`'s member foreign id) longer than `role.foreign_id` allows (2048 in Aleph)",
+        from: "`sync_role_memberships_by_foreign_id`, `sync_oauth_login`, `sync_aleph_login`",
+        when: "a name (or the logins' member foreign id) longer than `role.foreign_id` allows (2048 in Aleph)",
         todo: "shorten it at the identity provider",
         error: "InvalidArgumentError",
       },

@@ -16,7 +16,8 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type pg from "pg";
-import { ADVISORY_LOCK, condition, loadMigrations, lockRetryDelayMs, MigrationError, packageRoot, SUPPORTED_MAJORS_SQL } from "./migrate.ts";
+import { ADVISORY_LOCK, loadMigrations, lockRetryDelayMs, MigrationError, packageRoot, SUPPORTED_MAJORS_SQL } from "./migrate.ts";
+import type { Queryable } from "./client.ts";
 import { rolesyncPublicNames } from "./objects.ts";
 import { watchProgress, withApplicationName } from "./progress.ts";
 import { withClient, type ClientOptions } from "./pg.ts";
@@ -65,8 +66,17 @@ export function uninstallPlanSql(): string {
   return readFileSync(path.join(packageRoot, "migrations", "uninstall", "plan.sql"), "utf8");
 }
 
-/** The condition file that says whether Aleph's Alembic has yet to add role_membership_pkey (000010's). */
-export const ALEPH_ADDS_PRIMARY_KEY_CONDITION = path.join(packageRoot, "migrations", "conditions", "aleph-adds-primary-key.sql");
+/** The condition file that says whose Alembic chain the database follows (rolesync.alembic_line(), 000017). */
+export const ALEMBIC_LINE_CONDITION = path.join(packageRoot, "migrations", "conditions", "alembic-line.sql");
+/** The session setting it sets. */
+export const ALEMBIC_LINE_SETTING = "rolesync.alembic_line";
+
+/** Runs the condition file and returns the line: none, aleph-before-4.1, aleph-4.1, openaleph or unknown. */
+export async function alembicLine(c: Queryable): Promise<string> {
+  await c.query(readFileSync(ALEMBIC_LINE_CONDITION, "utf8"));
+  const { rows } = await c.query<{ line: string }>("select pg_catalog.current_setting($1) as line", [ALEMBIC_LINE_SETTING]);
+  return rows[0].line;
+}
 
 /** The plan's arguments besides the two booleans: this version's ledger and its objects in public. */
 export function planArguments(): { filenames: string[]; hashes: string[]; publicNames: string[] } {
@@ -137,10 +147,10 @@ export async function runUninstall(opts: UninstallOptions): Promise<UninstallRes
     try {
       await c.query(uninstallPlanSql());
       const plan = async (): Promise<UninstallStep[]> => {
-        const alephAdds = await condition(c, ALEPH_ADDS_PRIMARY_KEY_CONDITION);
+        const line = await alembicLine(c);
         const { rows } = await c.query<UninstallStep & { step: number }>(
           "select step, phase, statement, why from pg_temp.rolesync_uninstall_plan($1, $2, $3, $4, $5)",
-          [Boolean(opts.dropArchive), alephAdds, args.filenames, args.hashes, args.publicNames],
+          [Boolean(opts.dropArchive), line, args.filenames, args.hashes, args.publicNames],
         );
         return rows
           .sort((a, b) => PHASE_ORDER[a.phase] - PHASE_ORDER[b.phase] || a.step - b.step)

@@ -31,8 +31,15 @@ export const REVISIONS: [string, string][] = [
 ];
 export const HEAD = REVISIONS[REVISIONS.length - 1][0];
 
-export type Release = "3.x" | "4.0" | "4.1+";
-export const REVISION_OF: Record<Release, string> = { "3.x": "c52a1f469ac7", "4.0": "8adf50aadcb0", "4.1+": HEAD };
+export type Release = "3.x" | "4.0" | "4.1+" | "openaleph";
+/**
+ * OpenAleph 5.3 (openaleph/openaleph): its chain forks from Aleph's after
+ * c52a1f469ac7, and none of its own revisions (e003034f4af8 to its head
+ * 575ded9400fd) touches role or role_membership: its tables are Aleph 3.x's,
+ * role_membership without a key.
+ */
+export const OPENALEPH_HEAD = "575ded9400fd";
+export const REVISION_OF: Record<Release, string> = { "3.x": "c52a1f469ac7", "4.0": "8adf50aadcb0", "4.1+": HEAD, openaleph: OPENALEPH_HEAD };
 
 /** Aleph's role and role_membership at 3.x (Alembic c52a1f469ac7), before its later revisions. */
 export const ALEPH_3X = `
@@ -70,6 +77,7 @@ insert into public.alembic_version values ('c52a1f469ac7');`;
 export async function alephUpgrade(c: pg.Client): Promise<string[]> {
   const { rows } = await c.query<{ v: string }>("select version_num as v from public.alembic_version");
   const from = REVISIONS.findIndex(([r]) => r === rows[0].v);
+  if (from < 0) throw new Error(`alembic_version ${rows[0].v} is not one of Aleph's revisions here`);
   const pending = REVISIONS.slice(from + 1);
   await c.query("begin");
   try {
@@ -107,6 +115,10 @@ export async function alephDatabase(release: Release, opts: { dirty?: boolean } 
         select group_id, member_id from (select * from public.role_membership order by member_id, group_id limit 4) d;
         insert into public.role_membership (group_id, member_id)
         values (null, (select min(id) from public.role where type = 'user')), (null, null);`);
+    }
+    if (release === "openaleph") {
+      await c.query("update public.alembic_version set version_num = $1", [OPENALEPH_HEAD]);
+      return;
     }
     // Bring the schema to the release: Aleph's own revisions, up to and including its revision.
     await c.query("update public.alembic_version set version_num = 'c52a1f469ac7'");

@@ -65,7 +65,7 @@ describe("a database that is fine", () => {
     expect(code, text.stdout).toBe(0);
     expect(text.stdout).toMatch(/rolesync check: all good/);
     expect(out.checks.every((c) => c.ok)).toBe(true);
-    expect(out.checks.find((c) => c.check_name === "migrations")?.detail).toMatch(/^16 of 16 migrations applied$/);
+    expect(out.checks.find((c) => c.check_name === "migrations")?.detail).toMatch(/^18 of 18 migrations applied$/);
   });
 });
 
@@ -80,20 +80,20 @@ describe("each damage, alone, fails check with a hint", () => {
 
   test("the newest migration missing from rolesync.migrations (an interrupted or older install)", async () => {
     const db = await migrated();
-    await damage(db, "delete from rolesync.migrations where filename = '000016.sql'");
-    await expectOneFailure(db, "migrations", /15 of 16 migrations applied; pending: 000016-own-state\.sql/, /rolesync migrate/);
+    await damage(db, "delete from rolesync.migrations where filename = '000018.sql'");
+    await expectOneFailure(db, "migrations", /17 of 18 migrations applied; pending: 000018-validate-not-null-check\.sql/, /rolesync migrate/);
   });
 
   test("a ledger this package does not know: a newer rolesync's", async () => {
     const db = await migrated();
-    await damage(db, "insert into rolesync.migrations (filename, hash, previous_hash) select '000017.sql', 'sha1:newer', hash from rolesync.migrations where filename = '000016.sql'");
-    await expectOneFailure(db, "migrations", /goes on to 000017\.sql: a newer rolesync migrated this database/, /version that migrated it/);
+    await damage(db, "insert into rolesync.migrations (filename, hash, previous_hash) select '000099.sql', 'sha1:newer', hash from rolesync.migrations where filename = '000018.sql'");
+    await expectOneFailure(db, "migrations", /goes on to 000099\.sql: a newer rolesync migrated this database/, /version that migrated it/);
   });
 
   test("a ledger this package does not know: an edited row", async () => {
     const db = await migrated();
-    await damage(db, "update rolesync.migrations set hash = 'sha1:edited' where filename = '000016.sql'");
-    await expectOneFailure(db, "migrations", /holds 000016\.sql with another hash/, /ledger was edited/);
+    await damage(db, "update rolesync.migrations set hash = 'sha1:edited' where filename = '000018.sql'");
+    await expectOneFailure(db, "migrations", /holds 000018\.sql with another hash/, /ledger was edited/);
   });
 
   test("the guard trigger dropped", async () => {
@@ -112,6 +112,7 @@ describe("each damage, alone, fails check with a hint", () => {
     "public.sync_role_memberships(integer, integer[], text)",
     "public.sync_role_memberships_by_foreign_id(text, text[], text)",
     "public.sync_oauth_login(text, text, text, text[], text)",
+    "public.sync_aleph_login(text, text, text, text[], boolean, boolean, boolean, text, boolean, text, text, text[], text)",
   ])("a function Aleph calls dropped by hand: %s", async (fn) => {
     const db = await migrated();
     await damage(db, `drop function ${fn}`);

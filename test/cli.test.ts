@@ -411,16 +411,22 @@ describe("status names the constraint that keys role_membership", () => {
     const { out, human } = await status();
     expect(out).toMatchObject({ primaryKey: true, key: "role_membership_pkey", redundantKey: "rolesync_role_membership_key" });
     expect(human).toMatch(/key role_membership_pkey \(primary key\)/);
-    expect(human).toMatch(/also keyed by rolesync_role_membership_key: .*the next `rolesync migrate` drops rolesync's/);
+    expect(human).toMatch(/also keyed by rolesync_role_membership_key: .*the next `rolesync migrate` keeps the one Aleph's Alembic state calls for/);
   });
 
-  test("rolesync's unique constraint alone: primaryKey false, key rolesync_role_membership_key, until Aleph's 4.1 upgrade", async () => {
+  test("rolesync's unique constraint alone: primaryKey false, key rolesync_role_membership_key; whether it stays depends on Aleph's Alembic line", async () => {
     await alter("alter table public.role_membership drop constraint role_membership_pkey");
     const { out, human } = await status();
     expect(out).toMatchObject({ primaryKey: false, key: "rolesync_role_membership_key", redundantKey: null });
-    expect(human).toMatch(
-      /key rolesync_role_membership_key \(unique, until Aleph's 4\.1 upgrade adds role_membership_pkey\), guard trigger yes/,
-    );
+    // This database has no Alembic ledger: no one else keys it.
+    expect(human).toMatch(/key rolesync_role_membership_key \(unique; no one else keys the table, so it stays\), guard trigger yes/);
+    await alter("create table public.alembic_version (version_num varchar(32) primary key); insert into public.alembic_version values ('8adf50aadcb0')");
+    await alter("alter table public.role drop column api_key_digest");
+    expect((await status()).human).toMatch(/key rolesync_role_membership_key \(unique, until Aleph's 4\.1 upgrade adds role_membership_pkey\)/);
+    await alter("update public.alembic_version set version_num = '575ded9400fd'");
+    expect((await status()).human).toMatch(/key rolesync_role_membership_key \(unique; OpenAleph's Alembic adds no key of its own, so it stays\)/);
+    await alter("drop table public.alembic_version");
+    expect((await rolesync(["--json", "status"], { DATABASE_URL: db.url })).stdout).toMatch(/"alembicLine":"none"/);
   });
 
   test("no key at all: key null, and the human output says to migrate", async () => {

@@ -325,6 +325,8 @@ describe("every starting state reaches the same end state", () => {
       "000014-faster-no-op-sync.sql",
       "000015-membership-dirt.sql",
       "000016-own-state.sql",
+      "000017-aleph-login.sql",
+      "000018-validate-not-null-check.sql",
     ]);
     await withPgClient(db.url, async (c) => {
       await expectMigrated(c);

@@ -5,8 +5,11 @@
  * which adds role_membership_pkey: there 000012 turns the index into
  * rolesync's UNIQUE constraint. Everywhere else the primary key stays, and
  * the build would be dropped again at once. This is the test of
- * rolesync.aleph_adds_primary_key() (000012), which does not exist yet when
- * 000010 runs; keep the two the same. It reads the catalog and Aleph's
+ * rolesync.aleph_adds_primary_key() as 000012 made it, which does not exist
+ * yet when 000010 runs. It answers "does rolesync key the table under its
+ * own name?", which is also yes where no one else keys it: OpenAleph, whose
+ * revisions are none of the ones below (000017 tells the two apart, with
+ * rolesync.alembic_line(), for the messages). It reads the catalog and Aleph's
  * ledger only, and sets rolesync.run_migration (session) to on or off.
  * (000010's own comment, written before this file, says the build cannot be
  * conditional; its text is hashed, so it stays, and this header overrides it.

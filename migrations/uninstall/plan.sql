@@ -23,8 +23,8 @@
  * The rules:
  * - role_membership is never left without a key (without one, the original
  *   bug returns). Whose key it is comes from Aleph's Alembic state
- *   (p_aleph_adds_primary_key: the condition file of 000010, the test of
- *   rolesync.aleph_adds_primary_key()), never from a constraint's name:
+ *   (p_alembic_line: migrations/conditions/alembic-line.sql, the test of
+ *   rolesync.alembic_line()), never from a constraint's name:
  *   0.1.0 created role_membership_pkey on Aleph 4.0 databases.
  *   - Aleph's 4.1 upgrade still to come (it adds role_membership_pkey, and
  *     fails on any primary key): the key that stays is
@@ -56,7 +56,7 @@
  */
 create or replace function pg_temp.rolesync_uninstall_plan(
   p_drop_archive boolean,
-  p_aleph_adds_primary_key boolean,
+  p_alembic_line text,
   p_filenames text[],
   p_hashes text[],
   p_public_names text[]
@@ -84,6 +84,7 @@ declare
   v_keeps_schema boolean;
   v_grantees text;
   v_gm_left boolean;
+  v_aleph_adds boolean := p_alembic_line = 'aleph-before-4.1';
 begin
   -- A newer rolesync's ledger: its objects are not all known here.
   if pg_catalog.to_regclass('rolesync.migrations') is not null then
@@ -113,7 +114,7 @@ begin
         message = 'role_membership has no key: uninstalling now would leave it without one, and the duplicate-row bug would return',
         hint = 'Nothing was changed. Run `rolesync migrate` to finish adopting (it dedupes and keys the table online), then `rolesync uninstall`.';
     end if;
-    if p_aleph_adds_primary_key then
+    if v_aleph_adds then
       if not v_own then
         -- A primary key of rolesync's own (0.1.0's): swapped for rolesync's name, under which Aleph's upgrade passes.
         if v_own_index_valid is not null and not v_own_index_valid then
@@ -165,7 +166,11 @@ begin
         v_n := v_n + 1; step := v_n; phase := 'keep'; statement := null;
         why := 'the key rolesync_role_membership_key (UNIQUE (member_id, group_id))'
                || case when v_check then ' and the check role_membership_not_null' else '' end
-               || ': nothing else keys this table, and without a key the duplicate-row bug returns.';
+               || case p_alembic_line
+                    when 'openaleph' then ': OpenAleph''s Alembic adds no key of its own'
+                    when 'unknown' then ': the Alembic revision is not one rolesync knows, and no one else is expected to key the table'
+                    else ': nothing else keys this table' end
+               || ', and without a key the duplicate-row bug returns.';
         return next;
       end if;
     end if;

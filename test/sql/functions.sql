@@ -65,9 +65,9 @@ select function_privs_are('public', 'sync_role_memberships_by_foreign_id', array
   array['EXECUTE'], 'the application role may sync by foreign id');
 
 -- rolesync's own functions (000012), in its own schema.
-select functions_are('rolesync', array['aleph_adds_primary_key', 'format_list', 'function_fingerprint', 'record_fingerprints',
-                                       'record_grants', 'role_membership_dirt', 'role_membership_key'],
-  'schema rolesync holds exactly its seven functions (format_list: 000013, tested in messages.sql; role_membership_dirt: 000015, in role_membership_dirt.sql; the 000016 three in own_state.sql)');
+select functions_are('rolesync', array['alembic_line', 'aleph_adds_primary_key', 'format_list', 'function_fingerprint',
+                                       'record_fingerprints', 'record_grants', 'role_membership_dirt', 'role_membership_key'],
+  'schema rolesync holds exactly its eight functions (format_list: 000013, tested in messages.sql; role_membership_dirt: 000015, in role_membership_dirt.sql; the 000016 three in own_state.sql; alembic_line: 000017, in sync_aleph_login.sql)');
 select function_returns('rolesync', 'aleph_adds_primary_key', array[]::text[], 'boolean',
   'aleph_adds_primary_key() answers yes or no');
 select function_returns('rolesync', 'role_membership_key', array[]::text[], 'name',

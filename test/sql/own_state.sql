@@ -25,8 +25,9 @@ select set_eq($$select object || case when column_name <> '' then ' (' || column
                  from rolesync.granted where grantee = 'rolesync_app'$$,
   $$values ('public.role SELECT'), ('public.role INSERT'), ('public.role (email) UPDATE'), ('public.role (updated_at) UPDATE'),
            ('public.role_id_seq USAGE'), ('public.role_membership SELECT'), ('public.role_membership INSERT'),
-           ('public.role_membership DELETE')$$,
-  'every privilege 000001, 000008 and 000009 granted on Aleph''s objects to a role that had none');
+           ('public.role_membership DELETE'), ('public.role (name) UPDATE'), ('public.role (is_admin) UPDATE'),
+           ('public.role (api_key) UPDATE'), ('public.role (foreign_id) UPDATE')$$,
+  'every privilege 000001, 000008, 000009 and 000017 granted on Aleph''s objects to a role that had none');
 select is_empty($$select * from rolesync.granted where grantee <> 'rolesync_app'$$,
   'nothing recorded for the owner: its privileges were its own');
 
@@ -35,8 +36,8 @@ select volatility_is('rolesync', 'record_grants', array[]::text[], 'volatile', '
 select volatility_is('rolesync', 'function_fingerprint', array['regprocedure'], 'stable', 'function_fingerprint reads the catalog');
 select volatility_is('rolesync', 'record_fingerprints', array[]::text[], 'volatile', 'record_fingerprints writes');
 select is(rolesync.record_grants(), false, 'record_grants() records nothing, and says so, in a session without the snapshot');
-select is((select count(*) from rolesync.function_fingerprints where fingerprint is not null), 4::bigint,
-  'the three functions the application calls and the guard''s are fingerprinted');
+select is((select count(*) from rolesync.function_fingerprints where fingerprint is not null), 5::bigint,
+  'the four functions the application calls (sync_aleph_login since 000017) and the guard''s are fingerprinted');
 select is_empty($$select f.function from rolesync.function_fingerprints f
                   where f.fingerprint is distinct from rolesync.function_fingerprint(pg_catalog.to_regprocedure(f.function))$$,
   'each fingerprint is the function as it is');
@@ -51,10 +52,10 @@ select isnt(rolesync.function_fingerprint('public.sync_role_memberships(integer,
 -- would forget the tests run after the savepoint: each damage's check row is kept in a psql
 -- variable (\gset) across the rollback, and tested after it.
 savepoint damage;
-delete from rolesync.migrations where filename = '000016.sql';
+delete from rolesync.migrations where filename = '000018.sql';
 select to_jsonb(c) - 'check_name' as got from public.role_membership_check() c where check_name = 'migrations' \gset
 rollback to savepoint damage;
-select is(:'got'::jsonb, '{"ok": false, "count": 15, "detail": "rolesync.migrations lacks 000016.sql: an interrupted or older install", "hint": "Run `rolesync migrate` (or rolesync.sql with psql): it applies what is missing."}'::jsonb,
+select is(:'got'::jsonb, '{"ok": false, "count": 17, "detail": "rolesync.migrations lacks 000018.sql: an interrupted or older install", "hint": "Run `rolesync migrate` (or rolesync.sql with psql): it applies what is missing."}'::jsonb,
   'the newest migration missing from the ledger: migrations fails, and says to migrate');
 
 alter table rolesync.migrations drop constraint migrations_previous_hash_fkey;
@@ -80,7 +81,7 @@ select is(:'got'::jsonb, '{"ok": false, "count": null, "detail": "role_membershi
 drop function public.sync_role_memberships(integer, integer[], text);
 select to_jsonb(c) - 'check_name' as got from public.role_membership_check() c where check_name = 'functions' \gset
 rollback to savepoint damage;
-select is(:'got'::jsonb, '{"ok": false, "count": 4, "detail": "missing: public.sync_role_memberships(integer, integer[], text): a login that calls one fails", "hint": "Reinstall: `rolesync uninstall`, then `rolesync migrate` (the key and the archive are kept)."}'::jsonb,
+select is(:'got'::jsonb, '{"ok": false, "count": 5, "detail": "missing: public.sync_role_memberships(integer, integer[], text): a login that calls one fails", "hint": "Reinstall: `rolesync uninstall`, then `rolesync migrate` (the key and the archive are kept)."}'::jsonb,
   'sync_role_memberships dropped by hand: functions fails, naming it');
 
 drop function public.sync_oauth_login(text, text, text, text[], text);
@@ -149,10 +150,10 @@ select ok((:'got'::jsonb -> 'primary_key' ->> 'ok')::boolean and :'got'::jsonb -
 select is_empty($$select check_name from public.role_membership_check() where not ok$$, 'undamaged: all good');
 select results_eq($$select detail from public.role_membership_check() where check_name in ('migrations', 'functions', 'app_role_privileges', 'group_index', 'guard_trigger') order by check_name$$,
   $$values ('the application role rolesync_app has what the functions need'),
-           ('4 functions as their migrations made them'),
+           ('5 functions as their migrations made them'),
            ('role_membership_group_id_member_id_idx (group_id, member_id) is in place'),
            ('role_membership_guard is in place: every insert takes its member''s lock'),
-           ('16 migrations applied, up to 000016.sql')$$,
+           ('18 migrations applied, up to 000018.sql')$$,
   'each says what it found');
 select ok((select bool_and(hint is null) from public.role_membership_check()), 'and has no advice to give');
 

@@ -68,9 +68,9 @@ alter table public.role_membership drop constraint role_membership_pkey;
 select results_eq(
   $$select check_name, ok, count, detail from public.role_membership_check() where check_name in ('primary_key', 'redundant_key')$$,
   $$values ('primary_key', true, null::bigint,
-            'keyed by rolesync_role_membership_key (UNIQUE (member_id, group_id)); Aleph''s 4.1 upgrade adds role_membership_pkey'),
+            'keyed by rolesync_role_membership_key (UNIQUE (member_id, group_id)); no one else keys the table: this one stays'),
            ('redundant_key', true, 1::bigint, 'one key on (member_id, group_id)')$$,
-  'rolesync''s unique constraint is a key too, and the check says whose');
+  'rolesync''s unique constraint is a key too, and the check says that it stays (no Alembic ledger here; sync_aleph_login.sql tests the lines)');
 select is(rolesync.role_membership_key(), 'rolesync_role_membership_key'::name,
   'role_membership_key() names rolesync''s constraint when there is no primary key');
 

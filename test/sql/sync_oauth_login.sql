@@ -1,7 +1,7 @@
 -- sync_oauth_login: Aleph's OAuth login (load or create the user, refuse, store the email, sync the groups) in one call.
 begin;
 set local search_path = public, tap;
-select plan(80);
+select plan(81);
 
 insert into public.role (id, foreign_id, name, email, type, deleted_at, is_blocked, is_admin, is_muted, is_tester)
 select v.id, v.fid, v.name, v.email, v.type::public.role_type, v.deleted_at, v.blocked, false, false, false
@@ -80,8 +80,8 @@ select column_privs_are('public', 'role', 'email', 'rolesync_app', array['INSERT
   'the application role may update role.email, to store a changed email');
 select column_privs_are('public', 'role', 'updated_at', 'rolesync_app', array['INSERT', 'SELECT', 'UPDATE'],
   'and role.updated_at, which changes with it');
-select column_privs_are('public', 'role', 'is_admin', 'rolesync_app', array['INSERT', 'SELECT'],
-  'but no other column of role: is_admin stays the app''s own business');
+select column_privs_are('public', 'role', 'is_admin', 'rolesync_app', array['INSERT', 'SELECT', 'UPDATE'],
+  'is_admin: since 000017 sync_aleph_login() applies the admin rules (sync_oauth_login leaves them to the app)');
 select column_privs_are('public', 'role', 'is_blocked', 'rolesync_app', array['INSERT', 'SELECT'],
   'nor is_blocked');
 select table_privs_are('public', 'role', 'rolesync_app', array['INSERT', 'SELECT'],
@@ -304,6 +304,14 @@ select results_eq(
 select results_eq($$select email::text from public.role where foreign_id = 'oidc:app-user'$$, $$values ('app@new.example')$$,
   'and stores a changed email');
 select is((select sqlstate from app_outcome where step = 'blocked'), 'RS006', 'and is refused a blocked user');
+
+-- 000017: the foreign-id lock first, before the user row is looked up or inserted.
+do $$ begin perform sync_oauth_login('oidc:lock-first', 'L', null, '{}'); end $$;
+select ok(exists (select from pg_catalog.pg_locks l
+                   where l.locktype = 'advisory' and l.pid = pg_catalog.pg_backend_pid() and l.granted
+                     and l.classid = 1919904870 and l.objsubid = 2
+                     and l.objid::bigint = (pg_catalog.hashtext('oidc:lock-first')::bigint + 4294967296) % 4294967296),
+  'sync_oauth_login takes the lock on (1919904870, hashtext(foreign id)), as sync_aleph_login does');
 
 select * from finish();
 rollback;
