@@ -1,9 +1,10 @@
 /*
  * `npm run docs:sqlstates`: renders the README's SQLSTATE table from
  * src/sqlstates.ts, the one list of them, and writes it between the
- * README's <!-- sqlstates:begin … --> and <!-- sqlstates:end --> markers.
- * `npm run docs:sqlstates -- --check` only compares, and exits 1 when the
- * README is stale. test/sqlstates.test.ts makes the same comparison.
+ * README's <!-- sqlstates:begin … --> and <!-- sqlstates:end --> markers;
+ * and the Python client's table, python/src/rolesync/_sqlstates.py, from the
+ * same list. `npm run docs:sqlstates -- --check` only compares, and exits 1
+ * when either is stale. test/sqlstates.test.ts makes the same comparison.
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
@@ -11,6 +12,27 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { SQLSTATES, type Sqlstate } from "../src/sqlstates.ts";
 
 export const README = fileURLToPath(new URL("../README.md", import.meta.url));
+export const PYTHON_TABLE = fileURLToPath(new URL("../python/src/rolesync/_sqlstates.py", import.meta.url));
+
+/**
+ * The Python client's table: each SQLSTATE with the name of its typed error
+ * (None: passed through) and what to do. JSON strings are Python literals.
+ */
+export function renderPython(states: readonly Sqlstate[] = SQLSTATES): string {
+  const lines = [
+    "# Generated from src/sqlstates.ts by `npm run docs:sqlstates`: edit that file, not this one.",
+    "# test/sqlstates.test.ts fails when the two differ.",
+    '"""Every SQLSTATE rolesync raises or documents: the typed error it maps to (None: none), and what to do."""',
+    "",
+    "from typing import Dict, Optional, Tuple",
+    "",
+    "SQLSTATES: Dict[str, Tuple[Optional[str], str]] = {",
+    ...states.map((s) => `    ${JSON.stringify(s.code)}: (${s.error ? JSON.stringify(s.error) : "None"}, ${JSON.stringify(s.todo)}),`),
+    "}",
+    "",
+  ];
+  return lines.join("\n");
+}
 
 export const BEGIN = "<!-- sqlstates:begin: generated from src/sqlstates.ts by `npm run docs:sqlstates`; edit that file, not this table -->";
 export const END = "<!-- sqlstates:end -->";
@@ -64,17 +86,25 @@ export function withRenderedSection(readme: string, states: readonly Sqlstate[] 
 }
 
 function main(args: string[]): number {
-  const readme = readFileSync(README, "utf8");
-  const updated = withRenderedSection(readme);
-  const name = path.relative(process.cwd(), README) || README;
-  if (args.includes("--check")) {
-    if (updated === readme) return 0;
-    console.error(`${name}: the SQLSTATE table differs from src/sqlstates.ts; run \`npm run docs:sqlstates\``);
-    return 1;
+  let stale = 0;
+  for (const [file, render] of [
+    [README, withRenderedSection] as const,
+    [PYTHON_TABLE, () => renderPython()] as const,
+  ]) {
+    const text = readFileSync(file, "utf8");
+    const updated = render(text);
+    const name = path.relative(process.cwd(), file) || file;
+    if (args.includes("--check")) {
+      if (updated !== text) {
+        console.error(`${name}: the SQLSTATE table differs from src/sqlstates.ts; run \`npm run docs:sqlstates\``);
+        stale++;
+      }
+      continue;
+    }
+    if (updated !== text) writeFileSync(file, updated);
+    console.log(`${name}: SQLSTATE table ${updated === text ? "already up to date" : "rewritten"} (${SQLSTATES.length} rows)`);
   }
-  if (updated !== readme) writeFileSync(README, updated);
-  console.log(`${name}: SQLSTATE table ${updated === readme ? "already up to date" : "rewritten"} (${SQLSTATES.length} rows)`);
-  return 0;
+  return stale ? 1 : 0;
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {

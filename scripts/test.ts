@@ -7,7 +7,12 @@
  *   2. a template database, migrated and with pgTAP installed;
  *   3. pg_prove over each test/sql/*.sql file, each in its own clone of the template;
  *   4. vitest over test/*.test.ts, each file cloning its own database (after
- *      building dist/, which the CLI and client tests exercise).
+ *      building dist/, which the CLI and client tests exercise);
+ *   5. pytest over python/tests (the Python client and the Aleph plugin, on a
+ *      stand-in of each Aleph line), in a virtual environment of its own with
+ *      the wheel built from python/ (scripts/pytest.ts). Without Python 3 and
+ *      its venv module it says so in one line, with the fix, and reports them
+ *      as not run.
  * It fails when a step fails, and also when a step ran no tests (pg_prove
  * without --ext .sql says NOTESTS and exits 0) or skipped any. Its last line
  * counts both suites' tests: `tests: N passed, M failed`.
@@ -23,6 +28,7 @@ import path from "node:path";
 import { dropDatabase, startServerOrExit, type Server } from "./db.ts";
 import { cloneTemplate, prepareTemplate } from "./harness.ts";
 import { runPgProve } from "./pgtap.ts";
+import { runPytest, type PytestOutcome } from "./pytest.ts";
 import { packageRoot } from "../src/migrate.ts";
 
 $.verbose = false;
@@ -154,6 +160,7 @@ await $({ cwd: packageRoot, stdio: "inherit" })`npm run -s build`;
 const server = await startServerOrExit({ log, name: "[rolesync test]" });
 let template: string | undefined;
 const failures: string[] = [];
+let pythonOutcome: PytestOutcome | undefined;
 try {
   template = await prepareTemplate(server, log);
   // Both suites run even when the first fails, so one run reports every failure.
@@ -166,10 +173,29 @@ try {
     },
     vitestArgs,
   ).catch((e: Error) => void failures.push(e.message));
-  if (pgtap && vitest) {
+  // Only when vitest ran: a file filter (`npm test -- test/x.test.ts`) means "just these".
+  let pytest: PytestOutcome | undefined;
+  const filtered = vitestArgs.some((a) => !a.startsWith("-"));
+  if (!filtered) {
+    pytest = await runPytest({ ROLESYNC_TEST_ADMIN_URL: server.adminUrl }, log).catch((e: Error & { tally?: { passed: number; failed: number } }) => {
+      failures.push(e.message);
+      tally.passed += e.tally?.passed ?? 0;
+      tally.failed += e.tally?.failed ?? 1;
+      return undefined;
+    });
+    if (pytest?.ran) tally.passed += pytest.passed;
+    if (pytest && !pytest.ran) log(`Python tests not run: ${pytest.why}`);
+    pythonOutcome = pytest;
+  }
+  if (pgtap && vitest && (pytest || filtered)) {
+    const python = !pytest
+      ? "pytest not run (a file filter was given)"
+      : pytest.ran
+        ? `pytest ${pytest.tests} tests in ${pytest.files} files`
+        : `pytest not run (${pytest.why})`;
     log(
       `PASS on PostgreSQL ${server.major} (${server.kind}): ` +
-        `pgTAP ${pgtap.tests} tests in ${pgtap.files} files; vitest ${vitest.tests} tests in ${vitest.files} files`,
+        `pgTAP ${pgtap.tests} tests in ${pgtap.files} files; vitest ${vitest.tests} tests in ${vitest.files} files; ${python}`,
     );
   }
 } catch (e) {
@@ -179,8 +205,9 @@ try {
   await server.stop();
 }
 for (const f of failures) console.error(`[rolesync test] FAIL: ${f}`);
+const pythonNotRun = pythonOutcome && !pythonOutcome.ran ? pythonOutcome.why : null;
 // The plain closing line a CI reads: every pgTAP and vitest test that ran.
 // A failure outside any test (the build, the server) counts as one.
 if (failures.length && tally.failed === 0) tally.failed = 1;
-console.log(`tests: ${tally.passed} passed, ${tally.failed} failed`);
+console.log(`tests: ${tally.passed} passed, ${tally.failed} failed${pythonNotRun ? `; Python tests not run: ${pythonNotRun}` : ""}`);
 process.exit(failures.length ? 1 : 0);

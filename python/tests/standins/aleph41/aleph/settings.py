@@ -1,0 +1,60 @@
+"""Stand-in for Aleph 4.1.6's `aleph.settings`: written from the facts, not Aleph's code.
+
+Aleph reads its configuration from the environment once, at import, into one
+object, `SETTINGS`. Only the variables the OAuth login path uses are read here.
+"""
+import os
+from typing import List, Optional
+
+_TRUE = {"1", "t", "true", "y", "yes", "on", "enabled"}
+
+
+def _text(name: str, default: str) -> str:
+    value = os.environ.get(name)
+    return default if value is None else value
+
+
+def _optional(name: str) -> Optional[str]:
+    return os.environ.get(name)
+
+
+def _flag(name: str, default: bool) -> bool:
+    """Unset or blank: the default; else true for the usual spellings of yes."""
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    return value in _TRUE
+
+
+def _items(name: str) -> List[str]:
+    """A list from the environment.
+
+    Aleph (through servicelayer) splits on ':'. The stand-in also accepts ','
+    so either spelling works in tests; no e-mail address contains either.
+    """
+    value = os.environ.get(name)
+    if value is None:
+        return []
+    return [item.strip() for item in value.replace(",", ":").split(":") if item.strip()]
+
+
+class Settings:
+    def __init__(self) -> None:
+        self.DEBUG = _flag("ALEPH_DEBUG", False)
+        self.SECRET_KEY = _text("ALEPH_SECRET_KEY", "rolesync-standin")
+        self.APP_UI_URL = _text("ALEPH_UI_URL", "http://localhost:8080/")
+
+        # E-mail addresses that are made admins on their first login.
+        self.ADMINS = _items("ALEPH_ADMINS")
+
+        self.OAUTH = _flag("ALEPH_OAUTH", False)
+        self.OAUTH_HANDLER = _text("ALEPH_OAUTH_HANDLER", "oidc")
+        self.OAUTH_MIGRATE_SUB = _flag("ALEPH_OAUTH_MIGRATE_SUB", True)
+        self.OAUTH_ADMIN_GROUP = _text("ALEPH_OAUTH_ADMIN_GROUP", "superuser")
+        self.OAUTH_KEY = _text("ALEPH_OAUTH_KEY", "aleph")
+
+        self.DATABASE_URI = _optional("ALEPH_DATABASE_URI")
+        self.SQLALCHEMY_TRACK_MODIFICATIONS = False
+
+
+SETTINGS = Settings()
