@@ -32,6 +32,7 @@ Settings (environment):
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import random
@@ -161,41 +162,39 @@ class Plugin:
 
     # -- readiness ----------------------------------------------------------------------------
     def check_ready(self) -> Optional[str]:
-        """None when the database has what the plugin needs; else what to do. On a connection of its own."""
+        """None when the database has what the plugin needs; else what to do.
+
+        In the request's own session: reads that cannot fail on a reachable database (to_regclass,
+        to_regprocedure, the ledger only where it exists), so that the session stays usable for
+        the line's own login, and no second connection is taken from a small pool.
+        """
         from aleph.core import db
+        from sqlalchemy import text
 
-        with db.engine.connect() as c:
-            from sqlalchemy import text
-
-            installed, ledger = c.execute(
-                text(
-                    "select pg_catalog.to_regprocedure('public.sync_aleph_login(text, text, text, text[], boolean, "
-                    "boolean, boolean, text, boolean, text, text, text[], text)') is not null, "
-                    "pg_catalog.to_regclass('rolesync.migrations') is not null"
-                )
-            ).one()
-            if ledger:
-                applied = c.execute(
-                    text("select count(*) from rolesync.migrations where filename = :f"), {"f": REQUIRED_MIGRATION}
-                ).scalar_one()
-                line = c.execute(
-                    text(
-                        "select case when pg_catalog.to_regprocedure('rolesync.alembic_line()') is not null "
-                        "then rolesync.alembic_line() end"
-                    )
-                ).scalar_one()
-            else:
-                applied, line = 0, None
+        session = db.session
+        installed, ledger, line_known = session.execute(
+            text(
+                "select pg_catalog.to_regprocedure('public.sync_aleph_login(text, text, text, text[], boolean, "
+                "boolean, boolean, text, boolean, text, text, text[], text)') is not null, "
+                "pg_catalog.to_regclass('rolesync.migrations') is not null, "
+                "pg_catalog.to_regprocedure('rolesync.alembic_line()') is not null"
+            )
+        ).one()
         if not ledger:
             return "rolesync is not installed in this database: run `rolesync migrate` (or rolesync.sql with psql)"
+        applied = session.execute(
+            text("select count(*) from rolesync.migrations where filename = :f"), {"f": REQUIRED_MIGRATION}
+        ).scalar_one()
         if not installed or not applied:
             return (
                 f"rolesync in this database is older than the plugin (it needs migration {REQUIRED_MIGRATION}): "
                 "run `rolesync migrate` of rolesync 0.2.0 or later"
             )
-        expected = "openaleph" if self.line.name == OPENALEPH else None
-        if line is not None and expected is not None and line not in ("openaleph", "unknown"):
+        line = session.execute(text("select rolesync.alembic_line()")).scalar_one() if line_known else None
+        if self.line.name == OPENALEPH and line not in (None, "openaleph", "unknown"):
             log.warning("rolesync: %s, but the database's Alembic chain reads as %s", self.line.label, line)
+        if self.line.name == ALEPH and line in ("openaleph",):
+            log.warning("rolesync: %s, but the database's Alembic chain reads as OpenAleph's", self.line.label)
         return None
 
     def is_ready(self) -> bool:
@@ -211,6 +210,7 @@ class Plugin:
             try:
                 problem = self.check_ready()
             except Exception as exc:  # the database does not answer yet
+                db.session.rollback()
                 problem = f"the database could not be checked ({exc.__class__.__name__}: {exc})"
             if problem is None:
                 self.ready.add(key)
@@ -353,8 +353,10 @@ def init(app: Any = None) -> Optional[Plugin]:
         log.error("rolesync: ROLESYNC_ALEPH must be on or off, not %r: the plugin stays off", setting)
         return None
     import aleph.oauth as oauth
-    import aleph.views.sessions_api as sessions_api
 
+    # The module, from sys.modules: both lines' aleph/views/__init__.py re-export its blueprint
+    # under the module's name, so `import aleph.views.sessions_api as x` would give the Blueprint.
+    sessions_api = importlib.import_module("aleph.views.sessions_api")
     current = sessions_api.handle_oauth
     if _PLUGIN is not None and getattr(current, "__self__", None) is _PLUGIN:
         return _PLUGIN  # create_app() ran again in this process: already in place

@@ -13,6 +13,7 @@ asserted as exactly that:
 - with the opt-in (a managed prefix), a membership an admin granted by hand is kept.
 Everything runs on the stand-in ROLESYNC_STANDIN names: both lines, in two pytest runs.
 """
+import importlib
 import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -133,7 +134,7 @@ def _login(url: str, case: Case, use_plugin: bool) -> Outcome:
     from aleph import core
     from aleph.oauth import make_oauth_token, provider
     from aleph.settings import SETTINGS
-    from aleph.views import sessions_api
+    sessions_api = importlib.import_module("aleph.views.sessions_api")  # the module; aleph.views.sessions_api is the blueprint
 
     with psycopg.connect(url) as c:
         cur = c.execute("select * from public.role")

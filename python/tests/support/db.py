@@ -6,12 +6,13 @@ beside it and dropped afterwards. The schemas are written here from the facts
 of Aleph's and OpenAleph's migrations (the role and role_membership tables and
 Alembic's version table only); they are not Aleph's code.
 """
+import atexit
 import os
 import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -119,11 +120,11 @@ class TestDatabase:
         drop_database(self.admin_url, self.name)
 
 
-def create_database(prefix: str = "rolesync_py", url: Optional[str] = None) -> TestDatabase:
+def create_database(prefix: str = "rolesync_py", url: Optional[str] = None, template: Optional[str] = None) -> TestDatabase:
     admin = url or admin_url()
     name = "%s_%d_%s" % (prefix, os.getpid(), uuid.uuid4().hex[:8])
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute('create database "%s"' % name)
+        conn.execute('create database "%s"%s' % (name, ' template "%s"' % template if template else ""))
     return TestDatabase(name=name, url=with_database(admin, name), admin_url=admin)
 
 
@@ -165,8 +166,24 @@ def install_rolesync(url: str) -> str:
     return output
 
 
-def new_database(schema: Optional[str] = None, rolesync: bool = False, prefix: str = "rolesync_py") -> TestDatabase:
-    """A fresh database, with Aleph's schema and rolesync when asked; dropped again if a step fails."""
+# Each (schema, rolesync) built once per process, then cloned: `rolesync migrate` takes a second or
+# more, CREATE DATABASE ... TEMPLATE a tenth of that. Dropped when the process ends.
+_templates: Dict[Tuple[Optional[str], bool], TestDatabase] = {}
+
+
+def _drop_templates() -> None:
+    for template in _templates.values():
+        try:
+            template.drop()
+        except Exception:  # the server may be gone already; the harness drops the rest with it
+            pass
+    _templates.clear()
+
+
+atexit.register(_drop_templates)
+
+
+def _build(schema: Optional[str], rolesync: bool, prefix: str) -> TestDatabase:
     db = create_database(prefix)
     try:
         if schema is not None:
@@ -177,3 +194,11 @@ def new_database(schema: Optional[str] = None, rolesync: bool = False, prefix: s
         db.drop()
         raise
     return db
+
+
+def new_database(schema: Optional[str] = None, rolesync: bool = False, prefix: str = "rolesync_py") -> TestDatabase:
+    """A fresh database, with Aleph's schema and rolesync when asked: a clone of one built once."""
+    key = (schema, rolesync)
+    if key not in _templates:
+        _templates[key] = _build(schema, rolesync, prefix + "_tpl")
+    return create_database(prefix, template=_templates[key].name)

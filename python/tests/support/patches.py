@@ -69,11 +69,13 @@ def handle_oauth_section7(provider: Any, oauth_token: Mapping[str, Any]) -> Any:
 
 def apply_section7(app: Any = None) -> None:
     """Makes the callback of this process run the section-7 login (Aleph 4.1.6 stand-in only)."""
+    import importlib
+
     import aleph
     import aleph.oauth
-    import aleph.views.sessions_api
 
     if getattr(aleph, "LINE", None) != "aleph41":
         raise RuntimeError("the section-7 patch is written for Aleph 4.1.6, not %s" % getattr(aleph, "LINE", "?"))
     aleph.oauth.handle_oauth = handle_oauth_section7
-    aleph.views.sessions_api.handle_oauth = handle_oauth_section7
+    # The module (aleph.views re-exports its blueprint under the same name).
+    importlib.import_module("aleph.views.sessions_api").handle_oauth = handle_oauth_section7

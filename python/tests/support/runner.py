@@ -243,7 +243,7 @@ def _process_main(spec: _ProcessSpec, ready: Any, release: Any, go_at: Any, outb
 
         from aleph.core import create_app, db, get_extensions
         from aleph.oauth import make_oauth_token, provider
-        from aleph.views import sessions_api
+        sessions_api = importlib.import_module("aleph.views.sessions_api")  # the module; aleph.views.sessions_api is the blueprint
 
         app = create_app()
         if spec.setup:
