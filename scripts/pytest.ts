@@ -108,7 +108,14 @@ export async function runPytest(env: NodeJS.ProcessEnv, log: (s: string) => void
   try {
     for (const line of LINES) {
       const report = path.join(out, `${line}.xml`);
-      const args = [line === LINES[0] ? "tests" : path.join("tests", "aleph"), `--junitxml=${report}`, "-p", "no:cacheprovider"];
+      // pytest's own temporary folders inside ours, so that nothing of the run stays in /tmp.
+      const args = [
+        line === LINES[0] ? "tests" : path.join("tests", "aleph"),
+        `--junitxml=${report}`,
+        `--basetemp=${path.join(out, `tmp-${line}`)}`,
+        "-p",
+        "no:cacheprovider",
+      ];
       log(`pytest with the ${line} stand-in`);
       const run = await $({
         cwd: path.join(packageRoot, "python"),

@@ -173,10 +173,12 @@ try {
     },
     vitestArgs,
   ).catch((e: Error) => void failures.push(e.message));
-  // Only when vitest ran: a file filter (`npm test -- test/x.test.ts`) means "just these".
+  // Not with a file filter (`npm test -- test/x.test.ts` means "just these"), nor with
+  // ROLESYNC_TEST_PYTHON=off (CI's runs on the majors the Python tests add nothing to).
   let pytest: PytestOutcome | undefined;
   const filtered = vitestArgs.some((a) => !a.startsWith("-"));
-  if (!filtered) {
+  const pythonOff = process.env.ROLESYNC_TEST_PYTHON === "off";
+  if (!filtered && !pythonOff) {
     pytest = await runPytest({ ROLESYNC_TEST_ADMIN_URL: server.adminUrl }, log).catch((e: Error & { tally?: { passed: number; failed: number } }) => {
       failures.push(e.message);
       tally.passed += e.tally?.passed ?? 0;
@@ -187,9 +189,9 @@ try {
     if (pytest && !pytest.ran) log(`Python tests not run: ${pytest.why}`);
     pythonOutcome = pytest;
   }
-  if (pgtap && vitest && (pytest || filtered)) {
+  if (pgtap && vitest && (pytest || filtered || pythonOff)) {
     const python = !pytest
-      ? "pytest not run (a file filter was given)"
+      ? `pytest not run (${filtered ? "a file filter was given" : "ROLESYNC_TEST_PYTHON=off"})`
       : pytest.ran
         ? `pytest ${pytest.tests} tests in ${pytest.files} files`
         : `pytest not run (${pytest.why})`;

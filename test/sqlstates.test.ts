@@ -13,7 +13,7 @@ import { packageRoot } from "../src/migrate.ts";
 import { SQLSTATES, sqlstate } from "../src/sqlstates.ts";
 import * as client from "../src/client.ts";
 import { buildProgram, hintFor } from "../src/cli.ts";
-import { README, readmeSection, renderSection } from "../scripts/sqlstates.ts";
+import { PYTHON_TABLE, README, readmeSection, renderPython, renderSection } from "../scripts/sqlstates.ts";
 
 const TABLE = new Set(SQLSTATES.map((s) => s.code));
 const RS_TABLE = SQLSTATES.map((s) => s.code).filter((c) => c.startsWith("RS"));
@@ -74,6 +74,17 @@ describe("src/sqlstates.ts", () => {
     }
     expect(sqlstate("XX999")).toBeUndefined();
     expect(Object.isFrozen(SQLSTATES) && SQLSTATES.every(Object.isFrozen)).toBe(true);
+  });
+});
+
+describe("the Python client's table", () => {
+  test("python/src/rolesync/_sqlstates.py is, byte for byte, the table rendered from src/sqlstates.ts", () => {
+    expect(readFileSync(PYTHON_TABLE, "utf8")).toBe(renderPython());
+  });
+
+  test("names, for each code with a typed error, a class python/src/rolesync/errors.py defines", () => {
+    const errors = readFileSync(path.join(packageRoot, "python", "src", "rolesync", "errors.py"), "utf8");
+    for (const s of SQLSTATES.filter((x) => x.error)) expect(errors).toMatch(new RegExp(`^class ${s.error}\\(RolesyncError\\):`, "m"));
   });
 });
 
