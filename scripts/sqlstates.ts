@@ -1,7 +1,7 @@
 /*
- * `npm run docs:sqlstates`: renders the README's SQLSTATE table from
- * src/sqlstates.ts, the one list of them, and writes it between the
- * README's <!-- sqlstates:begin … --> and <!-- sqlstates:end --> markers;
+ * `npm run docs:sqlstates`: renders the SQLSTATE table of docs/errors.md from
+ * src/sqlstates.ts, the one list of them, and writes it between that page's
+ * <!-- sqlstates:begin … --> and <!-- sqlstates:end --> markers;
  * and the Python client's table, python/src/rolesync/_sqlstates.py, from the
  * same list. `npm run docs:sqlstates -- --check` only compares, and exits 1
  * when either is stale. test/sqlstates.test.ts makes the same comparison.
@@ -11,7 +11,8 @@ import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { SQLSTATES, type Sqlstate } from "../src/sqlstates.ts";
 
-export const README = fileURLToPath(new URL("../README.md", import.meta.url));
+/** The page that holds the table (it was the README's until 0.2.0 moved the references to docs/). */
+export const README = fileURLToPath(new URL("../docs/errors.md", import.meta.url));
 export const PYTHON_TABLE = fileURLToPath(new URL("../python/src/rolesync/_sqlstates.py", import.meta.url));
 
 /**
@@ -59,12 +60,12 @@ function sectionBounds(readme: string): { start: number; end: number } {
   const begins = readme.match(new RegExp(BEGIN_RE.source, "gm")) ?? [];
   const ends = readme.match(new RegExp(END_RE.source, "gm")) ?? [];
   if (begins.length !== 1 || ends.length !== 1) {
-    throw new Error(`README.md needs exactly one "<!-- sqlstates:begin … -->" line and one "${END}" line`);
+    throw new Error(`docs/errors.md needs exactly one "<!-- sqlstates:begin … -->" line and one "${END}" line`);
   }
   const begin = BEGIN_RE.exec(readme)!;
   const start = begin.index + begin[0].length + 1;
   const end = END_RE.exec(readme)!.index;
-  if (end < start) throw new Error(`README.md: "${END}" comes before "<!-- sqlstates:begin … -->"`);
+  if (end < start) throw new Error(`docs/errors.md: "${END}" comes before "<!-- sqlstates:begin … -->"`);
   return { start, end };
 }
 

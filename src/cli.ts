@@ -706,7 +706,7 @@ function reportError(e: unknown, json: boolean): number {
  */
 export function hintFor(code: string): string {
   const entry = sqlstateEntry(code);
-  if (!entry) return "See the SQLSTATE table in the README.";
+  if (!entry) return "See the SQLSTATE table in docs/errors.md.";
   if (entry.cliHint) return entry.cliHint;
   const todo = entry.todo.charAt(0).toUpperCase() + entry.todo.slice(1);
   return /[.!?]$/.test(todo) ? todo : `${todo}.`;
