@@ -96,11 +96,26 @@ function readJunit(file: string): Junit {
   return { tests: attr("tests"), failures: attr("failures"), errors: attr("errors"), skipped: attr("skipped"), files: files.size };
 }
 
+let prepared: Promise<string | null> | undefined;
+
+/**
+ * The venv with the wheel, made once per run (before vitest, whose docs test
+ * runs the Python snippets with it); null, or why Python cannot run here.
+ */
+export function preparePython(log: (s: string) => void): Promise<string | null> {
+  prepared ??= (async () => {
+    const problem = await pythonProblem();
+    if (problem) return problem;
+    await prepareVenv(log);
+    return null;
+  })();
+  return prepared;
+}
+
 /** Runs the Python tests; `env` carries the server (ROLESYNC_TEST_ADMIN_URL) like vitest's. */
 export async function runPytest(env: NodeJS.ProcessEnv, log: (s: string) => void): Promise<PytestOutcome> {
-  const problem = await pythonProblem();
+  const problem = await preparePython(log);
   if (problem) return { ran: false, why: problem };
-  await prepareVenv(log);
   const out = mkdtempSync(path.join(tmpdir(), "rolesync-pytest-"));
   const release = removeOnExit(out);
   const total = { files: 0, tests: 0, passed: 0, failed: 0 };

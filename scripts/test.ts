@@ -28,7 +28,7 @@ import path from "node:path";
 import { dropDatabase, startServerOrExit, type Server } from "./db.ts";
 import { cloneTemplate, prepareTemplate } from "./harness.ts";
 import { runPgProve } from "./pgtap.ts";
-import { runPytest, type PytestOutcome } from "./pytest.ts";
+import { preparePython, runPytest, type PytestOutcome } from "./pytest.ts";
 import { packageRoot } from "../src/migrate.ts";
 
 $.verbose = false;
@@ -165,6 +165,13 @@ try {
   template = await prepareTemplate(server, log);
   // Both suites run even when the first fails, so one run reports every failure.
   const pgtap = await runPgTapSuite(server, template).catch((e: Error) => void failures.push(e.message));
+  // The Python environment first: vitest's docs test runs the Python snippets with it.
+  const pythonWanted = !vitestArgs.some((a) => !a.startsWith("-")) && process.env.ROLESYNC_TEST_PYTHON !== "off";
+  const pythonProblemHere = await preparePython(log).catch((e: Error) => {
+    failures.push(`the Python environment: ${e.message}`);
+    return e.message;
+  });
+  if (pythonProblemHere && pythonWanted) log(`Python tests not run: ${pythonProblemHere}`);
   const vitest = await runVitest(
     {
       ROLESYNC_TEST_ADMIN_URL: server.adminUrl,
@@ -186,7 +193,6 @@ try {
       return undefined;
     });
     if (pytest?.ran) tally.passed += pytest.passed;
-    if (pytest && !pytest.ran) log(`Python tests not run: ${pytest.why}`);
     pythonOutcome = pytest;
   }
   if (pgtap && vitest && (pytest || filtered || pythonOff)) {
