@@ -1,6 +1,6 @@
 /*
  * What rolesync adds to public, read from its own migrations, in one place:
- * the schema file (scripts/schema.ts) lists these objects, and `rolesync
+ * the schema file (scripts/tools/schema.ts) lists these objects, and `rolesync
  * uninstall` drops them. Read from the files rather than listed by hand, so
  * that an object a later migration adds is in both without a change here.
  */

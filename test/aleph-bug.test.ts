@@ -7,8 +7,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import type pg from "pg";
 import { runMigrations } from "../src/migrate.ts";
-import { APP_ROLE } from "../scripts/harness.ts";
-import { alephPre41 } from "../scripts/fixtures.ts";
+import { APP_ROLE } from "../scripts/test/harness.ts";
+import { alephPre41 } from "../scripts/server/fixtures.ts";
 import {
   backendPid,
   connect,

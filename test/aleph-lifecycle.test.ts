@@ -14,7 +14,7 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import type pg from "pg";
 import { runMigrations, packageRoot } from "../src/migrate.ts";
-import { APP_ROLE } from "../scripts/harness.ts";
+import { APP_ROLE } from "../scripts/test/harness.ts";
 import { createRoles, groupsOf, installRelease010, serverMajor, sync, withPgClient, type TestDatabase } from "./helpers.ts";
 import { ALEPH_KEY, alephDatabase as makeAlephDatabase, alephUpgrade, HEAD, keys, REVISION_OF, ROLESYNC_KEY, type Release } from "./aleph-fixtures.ts";
 
@@ -131,11 +131,11 @@ describe("Aleph 4.1+", () => {
 });
 
 describe("an upgrade from rolesync 0.1.0", () => {
-  test("0.1.0 took the primary key's name on a 4.0 database, and Aleph's upgrade failed; 0.2 hands it back and the upgrade passes", async () => {
+  test("0.1.0 took the primary key's name on a 4.0 database, and Aleph's upgrade failed; 0.2.0 hands it back and the upgrade passes", async () => {
     const db = await alephDatabase("4.0", { dirty: true });
     if ((await withPgClient(db.url, serverMajor)) < 12) {
       // 0.1.0 never ran on PostgreSQL 10 or 11: its first migration does not even parse there,
-      // so there is no 0.1.0 database to upgrade (0.2 installs through migrations/compat/pg10-11).
+      // so there is no 0.1.0 database to upgrade (0.2.0 installs through migrations/compat/pg10-11).
       const first = readFileSync(path.join(packageRoot, "migrations", "committed", "000001-schema.sql"), "utf8");
       const err = await withPgClient(db.url, (c) =>
         c.query(`begin; ${first.replace(/:ROLESYNC_APP_ROLE/g, "current_user")}; commit`),

@@ -1,6 +1,6 @@
 /*
  * The published report is rendered, never edited: docs/benchmarks.md and
- * docs/benchmarks.svg must be what scripts/bench-render.ts makes of
+ * docs/benchmarks.svg must be what scripts/bench/bench-render.ts makes of
  * docs/benchmarks.json, and the targets they show come from TARGETS alone.
  * Needs no database.
  */
@@ -8,7 +8,7 @@ import { expect, test } from "vitest";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { packageRoot } from "../src/migrate.ts";
-import { TARGETS, chart, markdown, targets, type BenchResults } from "../scripts/bench-render.ts";
+import { TARGETS, chart, markdown, targets, type BenchResults } from "../scripts/bench/bench-render.ts";
 
 const docs = path.join(packageRoot, "docs");
 const results = JSON.parse(readFileSync(path.join(docs, "benchmarks.json"), "utf8")) as BenchResults;

@@ -15,7 +15,7 @@ test("the bench runs every case at toy size and writes its results, report and c
   const out = mkdtempSync(path.join(os.tmpdir(), "rolesync-bench-test-"));
   const rendered = mkdtempSync(path.join(os.tmpdir(), "rolesync-bench-render-test-"));
   try {
-    const run = await runNode(path.join(packageRoot, "scripts", "bench.ts"), ["--toy", "--out", out], {
+    const run = await runNode(path.join(packageRoot, "scripts", "bench", "bench.ts"), ["--toy", "--out", out], {
       DATABASE_URL: testServer().adminUrl,
     });
     expect(run.code, run.output).toBe(0);
@@ -36,7 +36,7 @@ test("the bench runs every case at toy size and writes its results, report and c
 
     // Rendering again from the JSON alone, without measuring, gives the same files.
     copyFileSync(path.join(out, "benchmarks.json"), path.join(rendered, "benchmarks.json"));
-    const render = await runNode(path.join(packageRoot, "scripts", "bench-render.ts"), ["--out", rendered], {});
+    const render = await runNode(path.join(packageRoot, "scripts", "bench", "bench-render.ts"), ["--out", rendered], {});
     expect(render.code, render.output).toBe(0);
     expect(readFileSync(path.join(rendered, "benchmarks.md"), "utf8")).toBe(md);
     expect(readFileSync(path.join(rendered, "benchmarks.svg"), "utf8")).toBe(svg);

@@ -11,7 +11,7 @@ import { afterAll, describe, expect, test } from "vitest";
 import path from "node:path";
 import type pg from "pg";
 import { packageRoot, runMigrations } from "../src/migrate.ts";
-import { APP_ROLE } from "../scripts/harness.ts";
+import { APP_ROLE } from "../scripts/test/harness.ts";
 import { alephDatabase } from "./aleph-fixtures.ts";
 import { runNode, withPgClient, type TestDatabase } from "./helpers.ts";
 

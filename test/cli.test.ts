@@ -6,8 +6,8 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import net from "node:net";
 import path from "node:path";
 import { packageRoot } from "../src/migrate.ts";
-import { APP_ROLE } from "../scripts/harness.ts";
-import { alephPre41Dirty, DIRTY_ROWS } from "../scripts/fixtures.ts";
+import { APP_ROLE } from "../scripts/test/harness.ts";
+import { alephPre41Dirty, DIRTY_ROWS } from "../scripts/server/fixtures.ts";
 import { connect, createRoles, createTestDatabase, installRelease010, runNode, serverMajor, withPgClient, type TestDatabase } from "./helpers.ts";
 
 interface Run {

@@ -10,7 +10,7 @@ import { runNode, testServer, withPgClient } from "./helpers.ts";
 
 test("the demo reproduces the bug, migrates, survives the storm, and cleans up", async () => {
   const server = testServer();
-  const { code, output } = await runNode(path.join(packageRoot, "scripts", "demo.ts"), [], {
+  const { code, output } = await runNode(path.join(packageRoot, "scripts", "tools", "demo.ts"), [], {
     DATABASE_URL: server.adminUrl,
     DEMO_LOGINS: "200",
   });

@@ -6,8 +6,8 @@
 import { afterAll, expect, test } from "vitest";
 import { DIRT_SQL, membershipDirt } from "../src/dirt.ts";
 import { runMigrations } from "../src/migrate.ts";
-import { APP_ROLE } from "../scripts/harness.ts";
-import { alephPre41Dirty, DIRTY_ROWS } from "../scripts/fixtures.ts";
+import { APP_ROLE } from "../scripts/test/harness.ts";
+import { alephPre41Dirty, DIRTY_ROWS } from "../scripts/server/fixtures.ts";
 import type pg from "pg";
 import { createTestDatabase, withPgClient, type TestDatabase } from "./helpers.ts";
 

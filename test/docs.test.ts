@@ -22,8 +22,8 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { packageRoot, runMigrations } from "../src/migrate.ts";
-import { pgEnv } from "../scripts/pgtap.ts";
-import { VENV } from "../scripts/pytest.ts";
+import { pgEnv } from "../scripts/test/pgtap.ts";
+import { VENV } from "../scripts/test/pytest.ts";
 import { alephDatabase } from "./aleph-fixtures.ts";
 import { withPgClient, type TestDatabase } from "./helpers.ts";
 

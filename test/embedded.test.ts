@@ -31,7 +31,7 @@ import {
   serverAccount,
   unreachable,
   writeSecret,
-} from "../scripts/embedded.ts";
+} from "../scripts/server/embedded.ts";
 import { runNode, withPgClient } from "./helpers.ts";
 
 const fixture = path.join(packageRoot, "test", "fixtures", "embedded-server.ts");
@@ -175,7 +175,7 @@ test("a major with no embedded build: one line naming the choices, exit 1, nothi
 
 test("npm test -- --pg N takes the major; a bad one stops the run at once, before the build", async () => {
   const tmp = tempFolder();
-  const script = path.join(packageRoot, "scripts", "test.ts");
+  const script = path.join(packageRoot, "scripts", "test", "test.ts");
   const cache = path.join(tmp, "cache");
   const more = { ROLESYNC_PG_CACHE_DIR: cache, ROLESYNC_PG_MAJOR: undefined as unknown as string };
   const unknown = oneLine(await runNode(script, ["--pg", "9", "test/embedded.test.ts"], env(tmp, more)));
@@ -241,7 +241,7 @@ test("ROLESYNC_PG_MAJOR that is not DATABASE_URL's server's major: one line, exi
     Math.floor(Number((await c.query<{ v: string }>("select current_setting('server_version_num') as v")).rows[0].v) / 10000),
   );
   const tmp = tempFolder();
-  const run = await runNode(path.join(packageRoot, "scripts", "demo.ts"), [], {
+  const run = await runNode(path.join(packageRoot, "scripts", "tools", "demo.ts"), [], {
     TMPDIR: tmp,
     DATABASE_URL: adminUrl,
     ROLESYNC_PG_MAJOR: String(major + 1),

@@ -1,11 +1,11 @@
 /*
  * Gives every test file the server and the migrated template. Under
- * `npm test` they come from scripts/test.ts through the environment; a bare
+ * `npm test` they come from scripts/test/test.ts through the environment; a bare
  * `npx vitest` makes its own with the same harness.
  */
 import type { TestProject } from "vitest/node";
-import { dropDatabase, startServer } from "../scripts/db.ts";
-import { prepareTemplate } from "../scripts/harness.ts";
+import { dropDatabase, startServer } from "../scripts/server/db.ts";
+import { prepareTemplate } from "../scripts/test/harness.ts";
 
 declare module "vitest" {
   export interface ProvidedContext {

@@ -12,7 +12,7 @@ import { migrate as gmMigrate, Logger } from "graphile-migrate";
 import { clearAllPools } from "graphile-migrate/dist/pgReal.js";
 import { packageRoot } from "../src/migrate.ts";
 import { withClient } from "../src/pg.ts";
-import { createDatabase, dropDatabase, externalServer, uniqueName, type Server } from "../scripts/db.ts";
+import { createDatabase, dropDatabase, externalServer, uniqueName, type Server } from "../scripts/server/db.ts";
 
 export function testServer(): Server {
   return externalServer(inject("adminUrl"));

@@ -9,7 +9,7 @@ import { calculateHash } from "graphile-migrate/dist/hash.js";
 import path from "node:path";
 import type pg from "pg";
 import { ADVISORY_LOCK, loadMigrations, runMigrations, MigrationError, packageRoot, type MigrateEvent } from "../src/migrate.ts";
-import { APP_ROLE } from "../scripts/harness.ts";
+import { APP_ROLE } from "../scripts/test/harness.ts";
 import {
   alephPre41,
   alephPre41Dirty,
@@ -17,7 +17,7 @@ import {
   DIRTY_ROWS,
   fingerprint,
   interruptedIndexBuild,
-} from "../scripts/fixtures.ts";
+} from "../scripts/server/fixtures.ts";
 import { connect, createTestDatabase, installRelease010, serverMajor, withPgClient, type TestDatabase, sync, createRoles, groupsOf } from "./helpers.ts";
 
 const databases: TestDatabase[] = [];

@@ -4,7 +4,7 @@
  * - an OpenAleph database is keyed by rolesync's UNIQUE key and a validated
  *   NOT NULL check, its columns left nullable as OpenAleph's models declare
  *   them; check, status and uninstall say that no one else will key it;
- * - one that 0.2 adopted (NOT NULL columns) is brought to that shape online;
+ * - one that a build before 0.2.0 adopted (NOT NULL columns) is brought to that shape online;
  * - migrations/conditions/alembic-line.sql and rolesync.alembic_line() agree
  *   on every state;
  * - one user's logins wait for each other from the first statement on;
@@ -17,7 +17,7 @@ import path from "node:path";
 import type pg from "pg";
 import { packageRoot, runMigrations } from "../src/migrate.ts";
 import { alembicLine, runUninstall } from "../src/uninstall.ts";
-import { APP_ROLE } from "../scripts/harness.ts";
+import { APP_ROLE } from "../scripts/test/harness.ts";
 import { alephDatabase as makeAlephDatabase, keys, ROLESYNC_KEY, type Release } from "./aleph-fixtures.ts";
 import { backendPid, connect, runNode, serverMajor, waitUntilBlocked, withPgClient, type TestDatabase } from "./helpers.ts";
 import { cpSync, mkdtempSync, rmSync } from "node:fs";
@@ -74,7 +74,7 @@ describe("an OpenAleph 5.3 database", () => {
     await withPgClient(db.url, async (c) => expect(await shape(c)).toEqual({ unique: [ROLESYNC_KEY], nullable: true, check: true }));
   });
 
-  test("one that 0.2 adopted (NOT NULL columns, read as a pre-4.1 Aleph) is brought to that shape by 000017 and 000018", async () => {
+  test("one that a build before 0.2.0 adopted (NOT NULL columns, read as a pre-4.1 Aleph) is brought to that shape by 000017 and 000018", async () => {
     const db = await alephDatabase("openaleph", { dirty: true });
     const upTo16 = mkdtempSync(path.join(dir, "to16-"));
     cpSync(path.join(packageRoot, "migrations"), upTo16, { recursive: true, filter: (src) => !/committed\/0000(1[7-9]|[2-9]\d)/.test(src) });

@@ -5,7 +5,7 @@
  * silent NOTESTS (no --ext .sql) is never taken for a pass.
  */
 import { afterAll, beforeAll, expect, test } from "vitest";
-import { installPgTap, runPgProve } from "../scripts/pgtap.ts";
+import { installPgTap, runPgProve } from "../scripts/test/pgtap.ts";
 import { createTestDatabase, withPgClient, type TestDatabase } from "./helpers.ts";
 
 let db: TestDatabase;

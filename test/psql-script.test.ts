@@ -11,9 +11,9 @@ import path from "node:path";
 import type pg from "pg";
 import { psqlScript } from "../src/psql.ts";
 import { ADVISORY_LOCK, packageRoot, runMigrations, SUPPORTED_MAJORS_SQL } from "../src/migrate.ts";
-import { APP_ROLE } from "../scripts/harness.ts";
-import { pgEnv } from "../scripts/pgtap.ts";
-import { alephPre41Dirty, DIRTY_ROWS, fingerprint } from "../scripts/fixtures.ts";
+import { APP_ROLE } from "../scripts/test/harness.ts";
+import { pgEnv } from "../scripts/test/pgtap.ts";
+import { alephPre41Dirty, DIRTY_ROWS, fingerprint } from "../scripts/server/fixtures.ts";
 import { connect, createRoles, createTestDatabase, groupsOf, installRelease010, runNode, sync, withPgClient, type TestDatabase } from "./helpers.ts";
 
 const databases: TestDatabase[] = [];

@@ -3,7 +3,7 @@
  * on PostgreSQL 10 and 11) is what the migrations give: a migration that
  * changes the schema must come with the regenerated file (`npm run db:schema`),
  * so that a review sees the change as a diff of the schema, not only of the
- * migration. scripts/schema.ts writes it; this reads the template's clone the
+ * migration. scripts/tools/schema.ts writes it; this reads the template's clone the
  * same way and compares.
  */
 import { afterAll, beforeAll, expect, test } from "vitest";
@@ -12,8 +12,8 @@ import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type pg from "pg";
-import { commandFor, describeSchema, OWNER_PLACEHOLDER, schemaFileFor, schemaFileText, SCHEMA_COMMAND } from "../scripts/schema.ts";
-import { APP_ROLE } from "../scripts/harness.ts";
+import { commandFor, describeSchema, OWNER_PLACEHOLDER, schemaFileFor, schemaFileText, SCHEMA_COMMAND } from "../scripts/tools/schema.ts";
+import { APP_ROLE } from "../scripts/test/harness.ts";
 import { connect, createTestDatabase, serverMajor, withPgClient, type TestDatabase } from "./helpers.ts";
 import { runMigrations } from "../src/migrate.ts";
 

@@ -13,7 +13,7 @@ import { packageRoot } from "../src/migrate.ts";
 import { SQLSTATES, sqlstate } from "../src/sqlstates.ts";
 import * as client from "../src/client.ts";
 import { buildProgram, hintFor } from "../src/cli.ts";
-import { PYTHON_TABLE, README, readmeSection, renderPython, renderSection } from "../scripts/sqlstates.ts";
+import { PYTHON_TABLE, README, readmeSection, renderPython, renderSection } from "../scripts/tools/sqlstates.ts";
 
 const TABLE = new Set(SQLSTATES.map((s) => s.code));
 const RS_TABLE = SQLSTATES.map((s) => s.code).filter((c) => c.startsWith("RS"));

@@ -9,8 +9,8 @@
  */
 import { afterAll, describe, expect, test } from "vitest";
 import { runMigrations, type MigrateEvent } from "../src/migrate.ts";
-import { APP_ROLE } from "../scripts/harness.ts";
-import { alephPre41 } from "../scripts/fixtures.ts";
+import { APP_ROLE } from "../scripts/test/harness.ts";
+import { alephPre41 } from "../scripts/server/fixtures.ts";
 import { connect, createTestDatabase, percentile, serverMajor, withPgClient, type TestDatabase } from "./helpers.ts";
 
 const WRITERS = 8;

@@ -8,7 +8,7 @@
  * (member_id, group_id), under the name Aleph's Alembic state calls for.
  *
  * The catalog test: install, then uninstall, leaves the catalog as it was
- * (scripts/schema.ts's dump, and every object outside the system schemas),
+ * (scripts/tools/schema.ts's dump, and every object outside the system schemas),
  * except for the key and the archive; so the list of what uninstall removes
  * cannot fall behind what a later migration adds.
  */
@@ -21,9 +21,9 @@ import type pg from "pg";
 import { ADVISORY_LOCK, packageRoot, runMigrations } from "../src/migrate.ts";
 import { runUninstall } from "../src/uninstall.ts";
 import { uninstallScript } from "../src/psql.ts";
-import { APP_ROLE } from "../scripts/harness.ts";
-import { pgEnv } from "../scripts/pgtap.ts";
-import { describeSchema } from "../scripts/schema.ts";
+import { APP_ROLE } from "../scripts/test/harness.ts";
+import { pgEnv } from "../scripts/test/pgtap.ts";
+import { describeSchema } from "../scripts/tools/schema.ts";
 import { ALEPH_KEY, alephDatabase as makeAlephDatabase, alephUpgrade, keys, ROLESYNC_KEY, type Release } from "./aleph-fixtures.ts";
 import { connect, createTestDatabase, deferred, installRelease010, runNode, serverMajor, withPgClient, type TestDatabase } from "./helpers.ts";
 
@@ -116,7 +116,7 @@ async function archive(c: pg.Client): Promise<string[]> {
 }
 
 /**
- * The catalog, as blocks keyed by their heading: scripts/schema.ts's dump
+ * The catalog, as blocks keyed by their heading: scripts/tools/schema.ts's dump
  * (rolesync's objects and Aleph's, with everything attached, privileges
  * included), plus one line per object outside the system schemas, so that
  * an object of any name or schema is seen.
@@ -250,7 +250,7 @@ describe("Aleph 4.0 with duplicates and NULL rows", () => {
     const rows = await withPgClient(db.url, memberships);
     const kept = await withPgClient(db.url, archive);
     expect(await psql(db, ["-f", oldRollback])).toMatchObject({ code: 0 });
-    // The migrations as 0.2 ran them: no RunIf on 000006 and 000007, no adopt-again hook. They stop at 000012.
+    // The migrations as builds before 0.2.0 ran them: no RunIf on 000006 and 000007, no adopt-again hook. They stop at 000012.
     const old = mkdtempSync(path.join(dir, "old-"));
     cpSync(path.join(packageRoot, "migrations"), old, { recursive: true });
     for (const f of readdirSync(path.join(old, "committed"))) {
@@ -262,7 +262,7 @@ describe("Aleph 4.0 with duplicates and NULL rows", () => {
     expect(failed.code).toBe("42P07");
     expect(failed.message).toMatch(/relation "role_membership_removed" already exists in schema "rolesync"/);
     await withPgClient(db.url, async (c) => {
-      // What 0.2 left: a second archive in public, and on 12+ the table keyed twice (10 and 11 run
+      // What those builds left: a second archive in public, and on 12+ the table keyed twice (10 and 11 run
       // migrations/compat/pg10-11, whose 000006 and 000007 build rolesync's key only where there is none).
       const { rows: t } = await c.query("select to_regclass('public.role_membership_removed') is not null as second");
       expect(t[0].second).toBe(true);

@@ -4,15 +4,15 @@
  * migrated must end where a fresh install ends. This builds both from the
  * same dirty Aleph table, the first with 0.1.0's migrations by 0.1.0's
  * runner (graphile-migrate's migrate) and data written through 0.1.0's
- * functions, then migrates it to head; the two schemas (scripts/schema.ts)
+ * functions, then migrates it to head; the two schemas (scripts/tools/schema.ts)
  * and ledgers must be the same, and none of 0.1.0's data may be lost.
  */
 import { afterAll, expect, test } from "vitest";
 import type pg from "pg";
 import { runMigrations } from "../src/migrate.ts";
-import { APP_ROLE } from "../scripts/harness.ts";
-import { alephPre41Dirty } from "../scripts/fixtures.ts";
-import { describeSchema } from "../scripts/schema.ts";
+import { APP_ROLE } from "../scripts/test/harness.ts";
+import { alephPre41Dirty } from "../scripts/server/fixtures.ts";
+import { describeSchema } from "../scripts/tools/schema.ts";
 import { createRoles, createTestDatabase, installRelease010, withPgClient, type TestDatabase } from "./helpers.ts";
 
 const databases: TestDatabase[] = [];

@@ -10,7 +10,7 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { packageRoot } from "../src/migrate.ts";
+import { packageRoot } from "../../src/migrate.ts";
 
 /* ---------------------------------------------------------------- results */
 

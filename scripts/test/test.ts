@@ -1,7 +1,7 @@
 /*
  * `npm test`: every test, against a real PostgreSQL.
  *   1. a server: DATABASE_URL's, or a throwaway embedded PostgreSQL 17
- *      (scripts/embedded.ts: any user, nothing left in the temp folder), or
+ *      (scripts/server/embedded.ts: any user, nothing left in the temp folder), or
  *      of the major `--pg N` or ROLESYNC_PG_MAJOR=N names (10 to 18; fetched
  *      once into node_modules/.cache/rolesync/pg);
  *   2. a template database, migrated and with pgTAP installed;
@@ -10,7 +10,7 @@
  *      building dist/, which the CLI and client tests exercise);
  *   5. pytest over python/tests (the Python client and the Aleph plugin, on a
  *      stand-in of each Aleph line), in a virtual environment of its own with
- *      the wheel built from python/ (scripts/pytest.ts). Without Python 3 and
+ *      the wheel built from python/ (scripts/test/pytest.ts). Without Python 3 and
  *      its venv module it says so in one line, with the fix, and reports them
  *      as not run.
  * It fails when a step fails, and also when a step ran no tests (pg_prove
@@ -22,14 +22,14 @@
  */
 import { $ } from "zx";
 import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
-import { embeddedMajor, MAJOR_ENV, OneLineError, removeOnExit, requestedMajor } from "./embedded.ts";
+import { embeddedMajor, MAJOR_ENV, OneLineError, removeOnExit, requestedMajor } from "../server/embedded.ts";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { dropDatabase, startServerOrExit, type Server } from "./db.ts";
+import { dropDatabase, startServerOrExit, type Server } from "../server/db.ts";
 import { cloneTemplate, prepareTemplate } from "./harness.ts";
 import { runPgProve } from "./pgtap.ts";
 import { preparePython, runPytest, type PytestOutcome } from "./pytest.ts";
-import { packageRoot } from "../src/migrate.ts";
+import { packageRoot } from "../../src/migrate.ts";
 
 $.verbose = false;
 const log = (s: string) => console.log(`[rolesync test] ${s}`);

@@ -7,8 +7,8 @@
  */
 import { $ } from "zx";
 import path from "node:path";
-import { withDatabase, databaseName } from "./db.ts";
-import { packageRoot } from "../src/migrate.ts";
+import { withDatabase, databaseName } from "../server/db.ts";
+import { packageRoot } from "../../src/migrate.ts";
 
 const url = process.env.DATABASE_URL;
 if (!url) {

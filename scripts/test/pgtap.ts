@@ -11,7 +11,7 @@ import { $ } from "zx";
 import { existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import type pg from "pg";
-import { packageRoot } from "../src/migrate.ts";
+import { packageRoot } from "../../src/migrate.ts";
 
 const cacheDir = path.join(packageRoot, "node_modules", ".cache", "rolesync", "pgtap");
 const PERL_LIB = "usr/share/perl5";

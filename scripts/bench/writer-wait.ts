@@ -4,7 +4,7 @@
  * transaction every 20 ms) before the migration and during it, on the
  * harness's server (ROLESYNC_PG_MAJOR picks the embedded major).
  *
- *   node --import tsx scripts/writer-wait.ts [--rows 1000000]
+ *   node --import tsx scripts/bench/writer-wait.ts [--rows 1000000]
  *
  * The table is Aleph 4.0's role_membership (no key, nullable columns, no
  * index: the legacy login's DELETE is a sequential scan), 1% of its pairs
@@ -14,8 +14,8 @@
  */
 import pg from "pg";
 import { setTimeout as sleep } from "node:timers/promises";
-import { createDatabase, dropDatabase, startServerOrExit, uniqueName, withClient } from "./db.ts";
-import { runMigrations } from "../src/migrate.ts";
+import { createDatabase, dropDatabase, startServerOrExit, uniqueName, withClient } from "../server/db.ts";
+import { runMigrations } from "../../src/migrate.ts";
 
 /** Aleph 4.0's role and role_membership (Alembic 8adf50aadcb0), with its ledger, as an operator's database has them. */
 const ALEPH_40 = `

@@ -3,7 +3,7 @@
  * against the legacy path, measured side by side with pgbench, and the
  * migration of a dirty 5,000,000-row table against a plain index build.
  * Writes the measurements to docs/benchmarks.json, then renders
- * docs/benchmarks.md and docs/benchmarks.svg from them (scripts/bench-render.ts,
+ * docs/benchmarks.md and docs/benchmarks.svg from them (scripts/bench/bench-render.ts,
  * also `npm run bench:render`, which renders again without measuring).
  *
  * These machines are shared and noisy: absolute numbers are context, ratios
@@ -19,11 +19,11 @@ import { mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import os from "node:os";
 import path from "node:path";
 import pg from "pg";
-import { createDatabase, dropDatabase, startServerOrExit, uniqueName, withClient, type Server } from "./db.ts";
-import { pgEnv } from "./pgtap.ts";
-import { ALEPH_SCHEMA } from "./fixtures.ts";
+import { createDatabase, dropDatabase, startServerOrExit, uniqueName, withClient, type Server } from "../server/db.ts";
+import { pgEnv } from "../test/pgtap.ts";
+import { ALEPH_SCHEMA } from "../server/fixtures.ts";
 import { renderReport, type BenchResults, type Compared, type Latencies, type Run } from "./bench-render.ts";
-import { DEFAULT_MAINTENANCE_WORK_MEM, packageRoot, runMigrations } from "../src/migrate.ts";
+import { DEFAULT_MAINTENANCE_WORK_MEM, packageRoot, runMigrations } from "../../src/migrate.ts";
 
 $.verbose = false;
 const args = process.argv.slice(2);

@@ -11,10 +11,10 @@
  * in a database of its own on that server, created and dropped here.
  */
 import pg from "pg";
-import { createDatabase, dropDatabase, startServerOrExit, uniqueName, type Server } from "./db.ts";
-import { runMigrations } from "../src/migrate.ts";
-import { syncRoleMembershipsByForeignId } from "../src/client.ts";
-import { alephPre41 } from "./fixtures.ts";
+import { createDatabase, dropDatabase, startServerOrExit, uniqueName, type Server } from "../server/db.ts";
+import { runMigrations } from "../../src/migrate.ts";
+import { syncRoleMembershipsByForeignId } from "../../src/client.ts";
+import { alephPre41 } from "../server/fixtures.ts";
 
 const LOGINS = Number(process.env.DEMO_LOGINS ?? 600);
 const CONNECTIONS = 16;

@@ -18,8 +18,8 @@ import { createHash } from "node:crypto";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { removeOnExit } from "./embedded.ts";
-import { packageRoot } from "../src/migrate.ts";
+import { removeOnExit } from "../server/embedded.ts";
+import { packageRoot } from "../../src/migrate.ts";
 
 /** What the tests need beside the package (ranges that include what each Aleph line pins). */
 export const TEST_REQUIREMENTS = [

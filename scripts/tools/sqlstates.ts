@@ -9,11 +9,11 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { SQLSTATES, type Sqlstate } from "../src/sqlstates.ts";
+import { SQLSTATES, type Sqlstate } from "../../src/sqlstates.ts";
 
 /** The page that holds the table (it was the README's until 0.2.0 moved the references to docs/). */
-export const README = fileURLToPath(new URL("../docs/errors.md", import.meta.url));
-export const PYTHON_TABLE = fileURLToPath(new URL("../python/src/rolesync/_sqlstates.py", import.meta.url));
+export const README = fileURLToPath(new URL("../../docs/errors.md", import.meta.url));
+export const PYTHON_TABLE = fileURLToPath(new URL("../../python/src/rolesync/_sqlstates.py", import.meta.url));
 
 /**
  * The Python client's table: each SQLSTATE with the name of its typed error

@@ -4,12 +4,12 @@
  *
  * With DATABASE_URL set, its server is used (databases are created beside the
  * one it names, and dropped afterwards). Without it, a throwaway embedded
- * PostgreSQL is started (scripts/embedded.ts) and stopped after: 17, or the
+ * PostgreSQL is started (scripts/server/embedded.ts) and stopped after: 17, or the
  * major ROLESYNC_PG_MAJOR names (10 to 18). With both set, the server's major
  * must be the one named.
  */
 import pg from "pg";
-import { withClient, redact } from "../src/pg.ts";
+import { withClient, redact } from "../../src/pg.ts";
 import { randomBytes } from "node:crypto";
 import { MAJOR_ENV, OneLineError, requestedMajor, startEmbedded } from "./embedded.ts";
 
@@ -45,7 +45,7 @@ export function databaseName(url: string): string {
   return decodeURIComponent(new URL(url).pathname.replace(/^\//, "")) || "postgres";
 }
 
-export { withClient, redact } from "../src/pg.ts";
+export { withClient, redact } from "../../src/pg.ts";
 
 async function serverMajor(url: string): Promise<number> {
   return withClient(url, async (c) => {

@@ -130,7 +130,7 @@ export function embeddedMajor(): number {
   return major;
 }
 
-const packageRoot = fileURLToPath(new URL("..", import.meta.url));
+const packageRoot = fileURLToPath(new URL("../..", import.meta.url));
 
 /** Where fetched binaries are kept, one folder per package version (`npm ci` wipes it). */
 export function pgCacheDir(): string {

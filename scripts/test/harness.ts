@@ -4,9 +4,9 @@
  * provision pgTAP once, then each test file gets its own database in
  * milliseconds and files can run in parallel.
  */
-import { createDatabase, dropDatabase, uniqueName, withClient, type Server } from "./db.ts";
+import { createDatabase, dropDatabase, uniqueName, withClient, type Server } from "../server/db.ts";
 import { installPgTap } from "./pgtap.ts";
-import { runMigrations } from "../src/migrate.ts";
+import { runMigrations } from "../../src/migrate.ts";
 
 /** The application role the tests grant to, as an app's would be. */
 export const APP_ROLE = "rolesync_app";
