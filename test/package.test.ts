@@ -2,7 +2,7 @@
  * The package as a user gets it: `npm pack`, then `npm install` of the
  * tarball into an empty project (dependencies from the npm registry), the
  * `rolesync` command, the ESM entry, the types, and a migration of a fresh
- * database. Also `npm install <folder>` of a checkout, with and without
+ * database, in an app that brings its own (oldest supported) pg. Also `npm install <folder>` of a checkout, with and without
  * `npm ci` run in it.
  *
  * Everything happens in a temporary copy of this checkout (its files,
@@ -71,6 +71,9 @@ async function emptyProject(dir: string): Promise<string> {
   expectOk(await npm(["init", "-y"], dir), "npm init -y");
   return dir;
 }
+
+/** The pg versions rolesync supports as a peer: the oldest is what the install test runs on. */
+const PG_PEER_RANGE = "^8.11.0";
 
 let work: string;
 let checkout: string;
@@ -163,9 +166,29 @@ describe("the packed tarball, installed into an empty project", () => {
     expect(files.filter((f) => /\.test\.|^test\/|^src\/|^scripts\//.test(f))).toEqual([]);
   });
 
-  test("`npm install <tarball>` fetches the dependencies from the registry; `npx rolesync --help` exits 0", async () => {
+  test("the packed package.json: version 0.2.0 everywhere, pg a peer with a range, no install-time script; the checkout's file untouched", async () => {
+    const shipped = JSON.parse((await run("tar", ["-xzOf", tarball, "package/package.json"], work)).stdout);
+    const own = JSON.parse(readFileSync(path.join(packageRoot, "package.json"), "utf8"));
+    expect(shipped.version).toBe(own.version);
+    expect(shipped.peerDependencies).toEqual({ pg: PG_PEER_RANGE });
+    expect(shipped.dependencies.pg).toBeUndefined();
+    // A tarball ships dist/ built: nothing for npm to run, or to warn about, on install.
+    expect(Object.keys(shipped.scripts).filter((s) => /^(pre|post)?install$|^prepare$/.test(s))).toEqual([]);
+    // prepack stripped `prepare` from the checkout's package.json and postpack put it back, byte for byte.
+    expect(readFileSync(path.join(checkout, "package.json"), "utf8")).toBe(readFileSync(path.join(packageRoot, "package.json"), "utf8"));
+  });
+
+  test("`npm install <tarball>` into an app with its own pg (the range's oldest): one pg, no warning; `npx rolesync --help` exits 0", async () => {
     app = await emptyProject(path.join(work, "app-tarball"));
-    expectOk(await npm(["install", tarball], app), "npm install <tarball>");
+    const oldest = PG_PEER_RANGE.replace(/^\^/, "");
+    expectOk(await npm(["install", `pg@${oldest}`], app), `npm install pg@${oldest}`);
+    const install = await npm(["install", "--loglevel=warn", tarball], app);
+    expectOk(install, "npm install <tarball>");
+    expect(install.stderr).not.toMatch(/warn/i);
+    expect(install.stdout).not.toMatch(/prepare|node -e/);
+    // The app's copy is the one rolesync and graphile-migrate load: none nested under node_modules/rolesync.
+    expect(existsSync(path.join(app, "node_modules", "rolesync", "node_modules", "pg"))).toBe(false);
+    expect(JSON.parse(readFileSync(path.join(app, "node_modules", "pg", "package.json"), "utf8")).version).toBe(oldest);
     const help = await run("npx", ["--no", "--", "rolesync", "--help"], app);
     expectOk(help, "npx rolesync --help");
     expect(help.stdout).toContain("Usage: rolesync");

@@ -43,6 +43,14 @@ def test_the_wheel_holds_the_typed_package_and_declares_the_entry_point(wheel):
     assert "[aleph.init]\nrolesync = rolesync.aleph:init" in entry_points
 
 
+def test_the_wheel_is_the_release_the_npm_package_is(wheel):
+    npm_version = json.loads((PYTHON_DIR.parent / "package.json").read_text())["version"]
+    assert wheel.name == "rolesync-%s-py3-none-any.whl" % npm_version
+    import rolesync
+
+    assert rolesync.__version__ == npm_version
+
+
 def test_its_ranges_include_what_each_line_pins(wheel):
     from pip._vendor.packaging.requirements import Requirement
 
