@@ -35,6 +35,7 @@ import { alembicLine, runUninstall, type UninstallEvent, type UninstallStep } fr
 import { syncRoleMemberships } from "./client.ts";
 import { membershipDirt } from "./dirt.ts";
 import { sqlstate as sqlstateEntry } from "./sqlstates.ts";
+import { packageVersion } from "./version.ts";
 import { watchProgress, withApplicationName } from "./progress.ts";
 import { ConnectTimeoutError, databaseUrlProblem, redact, withClient, type ClientOptions } from "./pg.ts";
 
@@ -531,10 +532,6 @@ function describeKey(key: string | null, primary: boolean, line: string): string
     default:
       return `${key} (unique; no one else keys the table, so it stays)`;
   }
-}
-
-function packageVersion(): string {
-  return (JSON.parse(readFileSync(path.join(packageRoot, "package.json"), "utf8")) as { version: string }).version;
 }
 
 export function buildProgram(): Command {

@@ -5,6 +5,7 @@
  * logic lives here.
  */
 import { SQLSTATES, type RolesyncErrorName } from "./sqlstates.ts";
+import { packageVersion } from "./version.ts";
 
 /** Anything with pg's query(): a pg.Client, a pg.PoolClient or a pg.Pool. */
 export interface Queryable {
@@ -52,6 +53,13 @@ export class UnmanagedGroupError extends RolesyncError {}
 export class BlockedMemberError extends RolesyncError {}
 /** 40001 / 40P01: a concurrent transaction won; retry the whole transaction. */
 export class SerializationError extends RolesyncError {}
+/**
+ * 42883 for one of rolesync's own functions: rolesync is not installed in
+ * this database (`rolesync migrate` installs it). The CLI's exit 5.
+ */
+export class NotInstalledError extends RolesyncError {}
+/** 42883 for one of rolesync's own functions where rolesync is installed: it is older than this client. */
+export class OutdatedError extends NotInstalledError {}
 
 type RolesyncErrorClass = new (m: string, c: string, o?: { hint?: string; detail?: string; cause?: unknown }) => RolesyncError;
 const CLASSES: Record<RolesyncErrorName, RolesyncErrorClass> = {
@@ -79,6 +87,47 @@ export function toRolesyncError(e: unknown): unknown {
 }
 
 /**
+ * The error a call of rolesync's `fn` failed with, typed. A 42883 naming
+ * `fn` means the function is missing: one read then tells whether rolesync
+ * is installed at all (NotInstalledError) or older than this client
+ * (OutdatedError). That read runs only after the failure, so a call costs
+ * one round trip; where it cannot run (the caller's transaction is aborted),
+ * the error says both are possible and how to tell.
+ */
+async function typedError(client: Queryable, e: unknown, fn: string): Promise<unknown> {
+  const err = e as { code?: unknown; message?: unknown };
+  const name = fn.slice("public.".length, fn.indexOf("("));
+  if (err?.code !== "42883" || typeof err.message !== "string" || !err.message.includes(name)) return toRolesyncError(e);
+  let installed: boolean | undefined;
+  try {
+    const { rows } = await client.query<{ installed: boolean }>(
+      "select pg_catalog.to_regclass('rolesync.migrations') is not null as installed",
+    );
+    installed = rows[0]?.installed;
+  } catch {
+    installed = undefined;
+  }
+  const version = packageVersion();
+  if (installed === true) {
+    return new OutdatedError(`rolesync is older than this client (rolesync ${version}): ${fn} is missing`, "42883", {
+      hint: `Run \`rolesync migrate\` of rolesync ${version} or later on this database.`,
+      cause: e,
+    });
+  }
+  if (installed === false) {
+    return new NotInstalledError("rolesync is not installed in this database: run `rolesync migrate`", "42883", {
+      hint: `${fn} is missing, and so is rolesync.migrations. Run \`rolesync migrate\` (or rolesync.sql with psql).`,
+      cause: e,
+    });
+  }
+  return new NotInstalledError(
+    `${fn} is missing: rolesync is not installed in this database, or is older than this client (rolesync ${version})`,
+    "42883",
+    { hint: "Run `rolesync check` to see which, then `rolesync migrate`.", cause: e },
+  );
+}
+
+/**
  * Makes member `roleId`'s groups exactly the distinct `groupIds`, atomically
  * and race-free, and returns what changed. Works with a pg Client or Pool.
  * With `managedPrefix`, only groups whose foreign_id starts with it are
@@ -97,7 +146,7 @@ export async function syncRoleMemberships(
     );
     return { added: rows[0].added, removed: rows[0].removed };
   } catch (e) {
-    throw toRolesyncError(e);
+    throw await typedError(client, e, "public.sync_role_memberships(integer, integer[], text)");
   }
 }
 
@@ -126,7 +175,7 @@ export async function syncRoleMembershipsByForeignId(
     );
     return rows[0];
   } catch (e) {
-    throw toRolesyncError(e);
+    throw await typedError(client, e, "public.sync_role_memberships_by_foreign_id(text, text[], text)");
   }
 }
 
@@ -183,7 +232,7 @@ export async function syncOAuthLogin(
       skipped: r.skipped,
     };
   } catch (e) {
-    throw toRolesyncError(e);
+    throw await typedError(client, e, "public.sync_oauth_login(text, text, text, text[], text)");
   }
 }
 

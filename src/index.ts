@@ -16,6 +16,8 @@ export {
   UnmanagedGroupError,
   BlockedMemberError,
   SerializationError,
+  NotInstalledError,
+  OutdatedError,
   type Queryable,
   type SyncResult,
   type SyncByForeignIdResult,

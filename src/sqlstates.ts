@@ -1,10 +1,10 @@
 /*
  * Every SQLSTATE rolesync raises or documents, in one place (issue #12).
  *
- * - The README's "Errors" table is rendered from it (`npm run docs:sqlstates`
+ * - docs/errors.md's table is rendered from it (`npm run docs:sqlstates`
  *   rewrites the part between <!-- sqlstates:begin --> and
- *   <!-- sqlstates:end -->), and test/sqlstates.test.ts fails when the two
- *   differ.
+ *   <!-- sqlstates:end -->), and so is the Python client.s table;
+ *   test/sqlstates.test.ts fails when they differ.
  * - The typed client (src/client.ts) maps a code to the error class `error`
  *   names; the CLI (src/cli.ts, hintFor) shows `cliHint`, else `todo`, when
  *   the server's error carries no HINT of its own. rolesync's SQL sets a HINT
@@ -13,7 +13,7 @@
  *   checks the other way round: every RSnnn code that migrations/ or src/
  *   raise or name is here, and every RS code here is raised somewhere.
  *
- * `from`, `when` and `todo` are markdown (the README's columns); `cliHint` is
+ * `from`, `when` and `todo` are markdown (docs/errors.md's columns); `cliHint` is
  * plain text for a terminal.
  */
 

@@ -21,6 +21,8 @@ import {
   UnmanagedGroupError,
   BlockedMemberError,
   SerializationError,
+  NotInstalledError,
+  OutdatedError,
   type Queryable,
   type SyncResult,
   type OAuthLoginResult,
@@ -413,5 +415,69 @@ describe("withTransaction", () => {
     expectAllReleased();
     // The pool still works: it opens a new connection.
     expect(await withTransaction(txPool, (c) => syncRoleMemberships(c, members[4], []))).toEqual({ added: [], removed: [] });
+  });
+});
+
+describe("a database without rolesync's functions: NotInstalledError, as the CLI's \"not installed\"", () => {
+  let empty: TestDatabase;
+  let emptyPool: pg.Pool;
+  beforeAll(async () => {
+    empty = await createTestDatabase({ empty: true });
+    emptyPool = new pg.Pool({ connectionString: empty.url, max: 2 });
+  });
+  afterAll(async () => {
+    await emptyPool?.end();
+    await empty?.drop();
+  });
+
+  test("no rolesync at all: each function throws NotInstalledError (42883) saying to run `rolesync migrate`", async () => {
+    const calls = [
+      () => syncRoleMemberships(emptyPool, 1, [2]),
+      () => syncRoleMembershipsByForeignId(emptyPool, "oidc:1", ["group:a"]),
+      () => syncOAuthLogin(emptyPool, { memberForeignId: "oidc:1", groupForeignIds: [] }),
+    ];
+    for (const call of calls) {
+      const e = await call().catch((err: unknown) => err);
+      expect(e).toBeInstanceOf(NotInstalledError);
+      expect(e).toBeInstanceOf(RolesyncError);
+      expect(e).not.toBeInstanceOf(OutdatedError);
+      expect((e as NotInstalledError).code).toBe("42883");
+      expect((e as Error).message).toBe("rolesync is not installed in this database: run `rolesync migrate`");
+      expect((e as NotInstalledError).hint).toMatch(/^public\.sync_\w+\(.*\) is missing, and so is rolesync\.migrations/);
+      expect((e as Error).cause).toMatchObject({ code: "42883" });
+    }
+  });
+
+  test("rolesync installed, the function missing (older than the client): OutdatedError naming the version to migrate with", async () => {
+    const c = await connect(empty.url);
+    try {
+      await c.query("create schema rolesync; create table rolesync.migrations (filename text primary key)");
+      const e = await syncRoleMemberships(c, 1, [2]).catch((err: unknown) => err);
+      expect(e).toBeInstanceOf(OutdatedError);
+      expect(e).toBeInstanceOf(NotInstalledError);
+      expect((e as Error).message).toMatch(/^rolesync is older than this client \(rolesync \d+\.\d+\.\d+\): public\.sync_role_memberships\(integer, integer\[\], text\) is missing$/);
+    } finally {
+      await c.query("drop schema if exists rolesync cascade");
+      await c.end();
+    }
+  });
+
+  test("inside the caller's transaction, which the error aborted: still NotInstalledError, saying how to tell which", async () => {
+    const c = await connect(empty.url);
+    try {
+      await c.query("begin");
+      const e = await syncRoleMemberships(c, 1, [2]).catch((err: unknown) => err);
+      expect(e).toBeInstanceOf(NotInstalledError);
+      expect((e as Error).message).toMatch(/is missing: rolesync is not installed in this database, or is older than this client/);
+      expect((e as NotInstalledError).hint).toBe("Run `rolesync check` to see which, then `rolesync migrate`.");
+      await c.query("rollback");
+    } finally {
+      await c.end();
+    }
+  });
+
+  test("any other 42883 (not rolesync's function) is left as pg threw it", async () => {
+    const e = await toRolesyncError(await emptyPool.query("select no_such_function()").catch((err: unknown) => err));
+    expect(e).not.toBeInstanceOf(RolesyncError);
   });
 });

@@ -1,0 +1,9 @@
+// The package's version, read from its package.json (one level above src/ and dist/ alike).
+import { readFileSync } from "node:fs";
+
+let cached: string | undefined;
+
+export function packageVersion(): string {
+  cached ??= (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }).version;
+  return cached;
+}
