@@ -519,7 +519,7 @@ export async function runMigrations(opts: MigrateOptions): Promise<MigrateResult
       opts.createAlephSchema ? "on" : "off",
     ]);
     await c.query(SUPPORTED_MAJORS_SQL);
-    await c.query(maintenanceWorkMemSql(opts.maintenanceWorkMem), opts.maintenanceWorkMem === "server" ? [] : [opts.maintenanceWorkMem ?? DEFAULT_MAINTENANCE_WORK_MEM]);
+    await setMaintenanceWorkMem(c, opts.maintenanceWorkMem);
     const { rows: v } = await c.query<{ major: number }>(
       "select current_setting('server_version_num')::integer / 10000 as major",
     );
@@ -585,14 +585,29 @@ export async function runMigrations(opts: MigrateOptions): Promise<MigrateResult
 
 /**
  * The session's maintenance_work_mem: as given, or at least the default
- * (a server set higher keeps its setting), or untouched for "server". An
- * invalid size fails with PostgreSQL's own 22023 before anything runs.
+ * (a server set higher keeps its setting), or untouched for "server". A size
+ * PostgreSQL refuses (22023, or 22003 out of range) fails before anything
+ * runs, with PostgreSQL's message and a hint about this setting.
  */
-function maintenanceWorkMemSql(requested: string | undefined): string {
-  if (requested === "server") return "select 1";
-  if (requested !== undefined) return "select pg_catalog.set_config('maintenance_work_mem', $1, false)";
-  return `select pg_catalog.set_config('maintenance_work_mem', $1, false)
+async function setMaintenanceWorkMem(c: pg.Client, requested: string | undefined): Promise<void> {
+  if (requested === "server") return;
+  const sql =
+    requested !== undefined
+      ? "select pg_catalog.set_config('maintenance_work_mem', $1, false)"
+      : `select pg_catalog.set_config('maintenance_work_mem', $1, false)
            where pg_catalog.pg_size_bytes(pg_catalog.current_setting('maintenance_work_mem')) < pg_catalog.pg_size_bytes($1)`;
+  try {
+    await c.query(sql, [requested ?? DEFAULT_MAINTENANCE_WORK_MEM]);
+  } catch (e) {
+    const err = e as { code?: string; message?: string };
+    if (requested === undefined || (err.code !== "22023" && err.code !== "22003")) throw e;
+    throw new MigrationError(
+      err.message ?? String(e),
+      err.code,
+      `Give maintenance_work_mem a size PostgreSQL accepts, such as 256MB or 1GB ` +
+        `(units kB, MB, GB, TB; at least 1MB), or "server" to keep the server's own setting. Nothing was changed.`,
+    );
+  }
 }
 
 /** Runs a RunIf condition file, which sets rolesync.run_migration to on or off. */

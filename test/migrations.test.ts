@@ -625,6 +625,7 @@ describe("maintenance_work_mem for the index builds", () => {
     expect(err).toBeInstanceOf(MigrationError);
     expect(err.code).toBe("22023");
     expect(err.message).toMatch(/maintenance_work_mem/);
+    expect(err.hint).toMatch(/^Give maintenance_work_mem a size PostgreSQL accepts/);
     expect(await withPgClient(db.url, leftBehind)).toEqual(before);
   });
 });
