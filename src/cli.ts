@@ -639,11 +639,51 @@ export function buildProgram(): Command {
 }
 
 /** Runs the CLI; returns the exit code instead of exiting, for tests. */
+/** npm's own settings that share a name with one of rolesync's options: npm_config_<name> may come from an .npmrc. */
+const NPM_OWN_SETTINGS = new Set(["json", "dry-run"]);
+
+/**
+ * Run from an npm script (`npm run migrate --app-role aleph`), npm keeps
+ * every option before `--` for itself: it exports it as npm_config_app_role
+ * and passes the rest on, so rolesync gets `migrate aleph` (too many
+ * arguments) or, for `--app-role=aleph`, nothing at all and would run with
+ * the default. Either way, stop before connecting and show the line with
+ * `--`.
+ */
+function npmTookOptions(program: Command, argv: string[], env: NodeJS.ProcessEnv): UsageError | undefined {
+  const script = env.npm_lifecycle_event;
+  if (!script) return undefined;
+  const options = [program, ...program.commands].flatMap((c) => c.options);
+  const positional = argv.filter((a) => !a.startsWith("-")).slice(1); // after the command's name
+  const taken: string[] = [];
+  const seen = new Set<string>();
+  for (const o of options) {
+    const name = o.long?.replace(/^--/, "");
+    if (!name || seen.has(name) || NPM_OWN_SETTINGS.has(name) || name === "version" || name === "help") continue;
+    seen.add(name);
+    const value = env[`npm_config_${name.replace(/-/g, "_")}`];
+    if (value === undefined) continue;
+    const takesValue = o.required || o.optional;
+    if (!takesValue) taken.push(`--${name}`);
+    else if (value !== "true" && value !== "") taken.push(`--${name} ${value}`);
+    else taken.push(`--${name} ${positional.shift() ?? "<value>"}`);
+  }
+  if (!taken.length) return undefined;
+  const rest = positional.length ? ` ${positional.join(" ")}` : "";
+  const line = `npm run ${script} --${rest} ${taken.join(" ")}`.replace(/\s+$/, "");
+  return new UsageError(
+    `npm kept ${taken.map((t) => t.split(" ")[0]).join(", ")} for itself: rolesync never saw ${taken.length > 1 ? "them" : "it"}`,
+    `npm passes on only what comes after \`--\`: run \`${line}\`.`,
+  );
+}
+
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   const json = argv.includes("--json");
   process.exitCode = undefined;
   try {
+    const swallowed = npmTookOptions(program, argv, process.env);
+    if (swallowed) throw swallowed;
     await program.parseAsync(argv, { from: "user" });
     return process.exitCode === undefined ? EXIT.ok : Number(process.exitCode);
   } catch (e) {

@@ -4,6 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import net from "node:net";
+import { spawn } from "node:child_process";
 import path from "node:path";
 import { packageRoot } from "../src/migrate.ts";
 import { APP_ROLE } from "../scripts/test/harness.ts";
@@ -80,6 +81,35 @@ describe("help and usage", () => {
   test("an unknown command or option: exit 2", async () => {
     expect((await rolesync(["frobnicate"])).code).toBe(2);
     expect((await rolesync(["check", "--frobnicate"])).code).toBe(2);
+  });
+
+  test("`npm run migrate --app-role x` (no `--`): npm keeps the option; exit 2 before connecting, with the line to run", async () => {
+    // Without npm's own variables from the `npm test` running this file.
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_/i.test(k)));
+    const npm = (args: string[]) =>
+      new Promise<Run>((resolve, reject) => {
+        const child = spawn("npm", ["run", "--silent", ...args], {
+          cwd: packageRoot,
+          env: { ...env, DATABASE_URL: "postgres://postgres@127.0.0.1:1/nowhere" },
+        });
+        let stdout = "";
+        let stderr = "";
+        child.stdout.on("data", (d) => (stdout += d));
+        child.stderr.on("data", (d) => (stderr += d));
+        child.on("error", reject);
+        child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr, output: stdout + stderr }));
+      });
+    for (const [args, line] of [
+      [["migrate", "--app-role", "aleph"], "npm run migrate -- --app-role aleph"],
+      [["migrate", "--app-role=aleph", "--lock-retries=3"], "npm run migrate -- --app-role aleph --lock-retries 3"],
+      [["migrate", "--create-aleph-schema"], "npm run migrate -- --create-aleph-schema"],
+    ] as const) {
+      const run = await npm([...args]);
+      expect(run.code, run.output).toBe(2);
+      expect(run.stderr).toMatch(/^rolesync: npm kept --[a-z-]+(, --[a-z-]+)* for itself: rolesync never saw (it|them)$/m);
+      expect(run.stderr).toContain(`hint: npm passes on only what comes after \`--\`: run \`${line}\`.`);
+      expect(run.stderr).not.toMatch(/ECONNREFUSED|cannot reach/); // stopped before connecting
+    }
   });
 
   test("an unreachable server: exit 4, with a hint; --json reports it on stdout", async () => {
