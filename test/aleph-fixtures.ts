@@ -1,97 +1,22 @@
 /*
- * Aleph's schema as its Alembic chain leaves it at 3.x (c52a1f469ac7), 4.0
- * (8adf50aadcb0) and 4.1+ (31e24765dee3), and its later revisions as their
- * SQL plus the alembic_version bump, all in one transaction, as
- * flask_migrate.upgrade() runs them in Aleph's Helm pre-upgrade hook. Facts
- * from Aleph's public migrations (../shared/context/aleph-bug.md); the SQL
- * is written here, not copied. Shared by the life-cycle and uninstall tests.
+ * Aleph databases for the life-cycle, uninstall and OpenAleph tests: the
+ * schema of each release (scripts/server/fixtures.ts, which the demo shares)
+ * with users in groups, and what the login race leaves when asked.
  */
 import type pg from "pg";
 import { createTestDatabase, withPgClient, type TestDatabase } from "./helpers.ts";
+import { ALEPH_3X, bringAlephTo, type Release } from "../scripts/server/fixtures.ts";
 
-/** Aleph's revisions from 3.x on, in order: what each does to role and role_membership. */
-export const REVISIONS: [string, string][] = [
-  ["c52a1f469ac7", ""],
-  ["8adf50aadcb0", "alter table public.role add column last_login_at timestamp without time zone"],
-  [
-    "131674bde902",
-    "alter table public.role_membership add constraint role_membership_pkey primary key (member_id, group_id)",
-  ],
-  [
-    "d46fc882ec6b",
-    `alter table public.role add column api_key_expires_at timestamp without time zone;
-     alter table public.role add column api_key_expiration_notification_sent integer;
-     create index ix_role_api_key_expires_at on public.role (api_key_expires_at)`,
-  ],
-  [
-    "31e24765dee3",
-    `alter table public.role add column api_key_digest varchar;
-     create unique index ix_role_api_key_digest on public.role (api_key_digest)`,
-  ],
-];
-export const HEAD = REVISIONS[REVISIONS.length - 1][0];
-
-export type Release = "3.x" | "4.0" | "4.1+" | "openaleph";
-/**
- * OpenAleph 5.3 (openaleph/openaleph): its chain forks from Aleph's after
- * c52a1f469ac7, and none of its own revisions (e003034f4af8 to its head
- * 575ded9400fd) touches role or role_membership: its tables are Aleph 3.x's,
- * role_membership without a key.
- */
-export const OPENALEPH_HEAD = "575ded9400fd";
-export const REVISION_OF: Record<Release, string> = { "3.x": "c52a1f469ac7", "4.0": "8adf50aadcb0", "4.1+": HEAD, openaleph: OPENALEPH_HEAD };
-
-/** Aleph's role and role_membership at 3.x (Alembic c52a1f469ac7), before its later revisions. */
-export const ALEPH_3X = `
-create type public.role_type as enum ('user', 'group', 'system');
-create table public.role (
-  id serial primary key,
-  created_at timestamp without time zone,
-  updated_at timestamp without time zone,
-  deleted_at timestamp without time zone,
-  foreign_id varchar(2048) not null,
-  name varchar not null,
-  email varchar,
-  api_key varchar,
-  is_admin boolean not null,
-  is_muted boolean not null,
-  type public.role_type not null,
-  password_digest varchar,
-  reset_token varchar,
-  locale varchar,
-  is_blocked boolean not null,
-  is_tester boolean not null,
-  constraint role_foreign_id_key unique (foreign_id)
-);
-create table public.role_membership (
-  group_id integer references public.role (id),
-  member_id integer references public.role (id)
-);
-create table public.alembic_version (
-  version_num varchar(32) not null,
-  constraint alembic_version_pkc primary key (version_num)
-);
-insert into public.alembic_version values ('c52a1f469ac7');`;
-
-/** Runs Aleph's pending revisions in one transaction, as `aleph upgrade` does; returns those it ran. */
-export async function alephUpgrade(c: pg.Client): Promise<string[]> {
-  const { rows } = await c.query<{ v: string }>("select version_num as v from public.alembic_version");
-  const from = REVISIONS.findIndex(([r]) => r === rows[0].v);
-  if (from < 0) throw new Error(`alembic_version ${rows[0].v} is not one of Aleph's revisions here`);
-  const pending = REVISIONS.slice(from + 1);
-  await c.query("begin");
-  try {
-    for (const [revision, sql] of pending) {
-      await c.query(sql);
-      await c.query("update public.alembic_version set version_num = $1", [revision]);
-    }
-    await c.query("commit");
-  } catch (e) {
-    await c.query("rollback");
-    throw e;
-  }
-  return pending.map(([r]) => r);
-}
+export {
+  ALEPH_3X,
+  alephUpgrade,
+  bringAlephTo,
+  HEAD,
+  OPENALEPH_HEAD,
+  REVISION_OF,
+  REVISIONS,
+  type Release,
+} from "../scripts/server/fixtures.ts";
 
 /** An Aleph database at `release`, with users in groups; `dirty` adds what the login race leaves. */
 export async function alephDatabase(release: Release, opts: { dirty?: boolean } = {}): Promise<TestDatabase> {
@@ -116,17 +41,7 @@ export async function alephDatabase(release: Release, opts: { dirty?: boolean } 
         insert into public.role_membership (group_id, member_id)
         values (null, (select min(id) from public.role where type = 'user')), (null, null);`);
     }
-    if (release === "openaleph") {
-      await c.query("update public.alembic_version set version_num = $1", [OPENALEPH_HEAD]);
-      return;
-    }
-    // Bring the schema to the release: Aleph's own revisions, up to and including its revision.
-    await c.query("update public.alembic_version set version_num = 'c52a1f469ac7'");
-    const target = REVISIONS.findIndex(([r]) => r === REVISION_OF[release]);
-    for (const [revision, sql] of REVISIONS.slice(1, target + 1)) {
-      if (sql) await c.query(sql);
-      await c.query("update public.alembic_version set version_num = $1", [revision]);
-    }
+    await bringAlephTo(c, release);
   });
   return db;
 }

@@ -5,7 +5,7 @@
  * report and chart byte for byte.
  */
 import { expect, test } from "vitest";
-import { copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { packageRoot } from "../src/migrate.ts";
@@ -44,4 +44,18 @@ test("the bench runs every case at toy size and writes its results, report and c
     rmSync(out, { recursive: true, force: true });
     rmSync(rendered, { recursive: true, force: true });
   }
+});
+
+test("`--pg` outside 10 to 18 or an unknown argument: one line, exit 1, before any server or temp folder", async () => {
+  const before = readdirSync(os.tmpdir()).filter((f) => f.startsWith("rolesync-bench-")).length;
+  for (const [args, message] of [
+    [["--toy", "--pg", "99"], "[bench] --pg 99: rolesync supports PostgreSQL 10 to 18; use one of 10, 11, 12, 13, 14, 15, 16, 17, 18 (17, the default, needs no download)"],
+    [["--pg"], "[bench] --pg needs a PostgreSQL major version (10 to 18), e.g. `npm run bench -- --pg 15`"],
+    [["--toy", "--wat"], "[bench] unknown argument --wat: the bench takes --toy, --out DIR and --pg N"],
+  ] as const) {
+    const run = await runNode(path.join(packageRoot, "scripts", "bench", "bench.ts"), [...args], { DATABASE_URL: undefined });
+    expect(run.code, run.output).toBe(1);
+    expect(run.stderr.trim()).toBe(message);
+  }
+  expect(readdirSync(os.tmpdir()).filter((f) => f.startsWith("rolesync-bench-")).length).toBe(before);
 });

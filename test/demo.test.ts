@@ -20,6 +20,10 @@ test("the demo reproduces the bug, migrates, survives the storm, and cleans up",
   expect(run.out).toMatch(/StaleDataError: DELETE statement on table 'role_membership' expected to delete 1 row\(s\); Only 2 were matched\./);
   expect(run.out).toMatch(/duplicate: group \d+, member \d+/);
   expect(run.out).toMatch(/now matches 1 row/);
+  // Built as Aleph 4.0 is (Alembic at 8adf50aadcb0), the table gets the key a real 4.0 database gets: rolesync's own.
+  expect(run.out).toMatch(/An Aleph 4\.0 database \(Alembic at 8adf50aadcb0\)/);
+  expect(run.out).toMatch(/^ {3}rolesync_role_membership_key: UNIQUE \(member_id, group_id\)$/m);
+  expect(run.out).not.toMatch(/role_membership_pkey:/);
   expect(run.out).toMatch(/logins\s+200 /);
   expect(run.out).toMatch(/errors\s+0\n/);
   expect(run.out).toMatch(/duplicate memberships\s+0\n/);
@@ -28,4 +32,18 @@ test("the demo reproduces the bug, migrates, survives the storm, and cleans up",
     (await c.query("select count(*)::int as n from pg_database where datname like 'rolesync_demo%'")).rows[0].n,
   );
   expect(left).toBe(0);
+});
+
+test("`--pg` outside the supported range, a missing major or an unknown argument: exit 1 with the range, before any server starts", async () => {
+  for (const [args, message] of [
+    [["--pg", "99"], /^rolesync demo: --pg 99: rolesync supports PostgreSQL 10 to 18; use one of 10, 11, 12, 13, 14, 15, 16, 17, 18/m],
+    [["--pg=9"], /^rolesync demo: --pg 9: rolesync supports PostgreSQL 10 to 18/m],
+    [["--pg"], /^rolesync demo: --pg needs a PostgreSQL major version \(10 to 18\), e\.g\. `npm run demo -- --pg 15`$/m],
+    [["--frob"], /^rolesync demo: unknown argument\(s\) --frob: the demo takes only --pg N$/m],
+  ] as const) {
+    const { code, output } = await runNode(path.join(packageRoot, "scripts", "tools", "demo.ts"), [...args], { DATABASE_URL: undefined });
+    expect(code, output).toBe(1);
+    expect(output).toMatch(message);
+    expect(output).not.toMatch(/started embedded|Aleph 4\.0 database/);
+  }
 });

@@ -22,13 +22,30 @@ import pg from "pg";
 import { createDatabase, dropDatabase, startServerOrExit, uniqueName, withClient, type Server } from "../server/db.ts";
 import { pgEnv } from "../test/pgtap.ts";
 import { ALEPH_SCHEMA } from "../server/fixtures.ts";
+import { OneLineError, takePgOption } from "../server/embedded.ts";
 import { renderReport, type BenchResults, type Compared, type Latencies, type Run } from "./bench-render.ts";
 import { DEFAULT_MAINTENANCE_WORK_MEM, packageRoot, runMigrations } from "../../src/migrate.ts";
 
 $.verbose = false;
-const args = process.argv.slice(2);
-const toy = args.includes("--toy");
-const outDir = args.includes("--out") ? path.resolve(args[args.indexOf("--out") + 1]) : path.join(packageRoot, "docs");
+/** `--toy`, `--out DIR` and `--pg N`; anything else, or a major outside 10 to 18, stops here, before any server starts. */
+function parseArgs(argv: string[]): { toy: boolean; outDir: string } {
+  try {
+    const rest = takePgOption(argv, "npm run bench -- --pg 15");
+    let toy = false;
+    let outDir = path.join(packageRoot, "docs");
+    for (let i = 0; i < rest.length; i++) {
+      if (rest[i] === "--toy") toy = true;
+      else if (rest[i] === "--out" && rest[i + 1] !== undefined && !rest[i + 1].startsWith("-")) outDir = path.resolve(rest[++i]);
+      else throw new OneLineError(`unknown argument ${rest[i]}: the bench takes --toy, --out DIR and --pg N`);
+    }
+    return { toy, outDir };
+  } catch (e) {
+    if (!(e instanceof OneLineError)) throw e;
+    console.error(`[bench] ${e.message}`);
+    process.exit(1);
+  }
+}
+const { toy, outDir } = parseArgs(process.argv.slice(2));
 
 const SIZE = toy
   ? { users: 2_000, groups: 100, seconds: 1, rounds: 2, slice: 50, bloatLogins: 2_000, bigUsers: 10_000, contentionSeconds: 1 }

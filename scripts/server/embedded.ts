@@ -106,15 +106,61 @@ export const PG_PACKAGE_VERSIONS: Readonly<Record<number, string>> = {
 };
 
 const majors = () => Object.keys(PG_PACKAGE_VERSIONS).join(", ");
+const supportedMajors = Object.keys(PG_PACKAGE_VERSIONS).map(Number);
+/** "10 to 18": the majors rolesync supports, each of which runs embedded too. */
+export const SUPPORTED_RANGE = `${Math.min(...supportedMajors)} to ${Math.max(...supportedMajors)}`;
+
+/**
+ * A major as given (`--pg N`, ROLESYNC_PG_MAJOR=N), checked against the ones
+ * rolesync supports; `given` names where it came from in the message.
+ */
+export function parseMajor(raw: string, given: string): number {
+  const major = /^\d+$/.test(raw) ? Number(raw) : NaN;
+  if (!(major in PG_PACKAGE_VERSIONS)) {
+    throw new OneLineError(
+      `${given}: rolesync supports PostgreSQL ${SUPPORTED_RANGE}; use one of ${majors()} ` +
+        `(${DEFAULT_MAJOR}, the default, needs no download)`,
+    );
+  }
+  return major;
+}
 
 /** The major ROLESYNC_PG_MAJOR asks for, or null when it is unset or empty. */
 export function requestedMajor(): number | null {
   const raw = process.env[MAJOR_ENV]?.trim();
   if (!raw) return null;
-  if (!/^\d+$/.test(raw)) {
-    throw new OneLineError(`${MAJOR_ENV}=${raw} is not a PostgreSQL major version: use one of ${majors()}`);
+  return parseMajor(raw, `${MAJOR_ENV}=${raw}`);
+}
+
+/**
+ * Takes `--pg N` / `--pg=N` out of a command's arguments, checks N, and puts
+ * it in ROLESYNC_PG_MAJOR, where the harness and every subprocess find it.
+ * The last one given wins. `example` is the command line shown when N is
+ * missing. Returns the other arguments.
+ */
+export function takePgOption(args: string[], example: string): string[] {
+  const rest: string[] = [];
+  let major: string | null = null;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === "--pg") {
+      const value = args[i + 1];
+      if (value === undefined || value.startsWith("-")) {
+        throw new OneLineError(`--pg needs a PostgreSQL major version (${SUPPORTED_RANGE}), e.g. \`${example}\``);
+      }
+      major = value;
+      i++;
+    } else if (a.startsWith("--pg=")) {
+      major = a.slice("--pg=".length);
+    } else {
+      rest.push(a);
+    }
   }
-  return Number(raw);
+  if (major !== null) {
+    parseMajor(major, `--pg ${major}`);
+    process.env[MAJOR_ENV] = major;
+  }
+  return rest;
 }
 
 /** The major the embedded server runs: ROLESYNC_PG_MAJOR's if it is one of the table's, else 17. */

@@ -22,7 +22,7 @@
  */
 import { $ } from "zx";
 import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
-import { embeddedMajor, MAJOR_ENV, OneLineError, removeOnExit, requestedMajor } from "../server/embedded.ts";
+import { embeddedMajor, OneLineError, removeOnExit, requestedMajor, takePgOption } from "../server/embedded.ts";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { dropDatabase, startServerOrExit, type Server } from "../server/db.ts";
@@ -36,37 +36,9 @@ const log = (s: string) => console.log(`[rolesync test] ${s}`);
 /** Every test that ran, pgTAP's and vitest's, for the closing line. */
 const tally = { passed: 0, failed: 0 };
 
-/**
- * Takes `--pg N` / `--pg=N` out of the arguments (the rest go to vitest) and
- * puts N in ROLESYNC_PG_MAJOR, where the harness, vitest and every subprocess
- * the tests start find it. The last one given wins.
- */
-function takePgOption(args: string[]): { major: string | null; rest: string[] } {
-  const rest: string[] = [];
-  let major: string | null = null;
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i];
-    if (a === "--pg") {
-      const value = args[i + 1];
-      if (value === undefined || value.startsWith("-")) {
-        throw new OneLineError("--pg needs a PostgreSQL major version, e.g. `npm test -- --pg 15`");
-      }
-      major = value;
-      i++;
-    } else if (a.startsWith("--pg=")) {
-      major = a.slice("--pg=".length);
-    } else {
-      rest.push(a);
-    }
-  }
-  return { major, rest };
-}
-
 let vitestArgs: string[];
 try {
-  const { major, rest } = takePgOption(process.argv.slice(2));
-  vitestArgs = rest;
-  if (major !== null) process.env[MAJOR_ENV] = major;
+  vitestArgs = takePgOption(process.argv.slice(2), "npm test -- --pg 15");
   // A major that cannot be had stops the run here, before the build and before any download.
   if (process.env.DATABASE_URL) requestedMajor();
   else embeddedMajor();

@@ -1,6 +1,7 @@
 /*
  * `npm run demo`: the bug and the fix, end to end, in about half a minute.
- *   1. a pre-4.1 Aleph database (no key on role_membership);
+ *   1. an Aleph 4.0 database, as Aleph's own migrations leave it (Alembic
+ *      at 8adf50aadcb0, no key on role_membership);
  *   2. two concurrent OAuth callbacks for one user, through Aleph's
  *      delete-then-insert, until a membership is stored twice;
  *   3. the next legacy login failing as Aleph's did (StaleDataError, HTTP 500);
@@ -14,7 +15,8 @@ import pg from "pg";
 import { createDatabase, dropDatabase, startServerOrExit, uniqueName, type Server } from "../server/db.ts";
 import { runMigrations } from "../../src/migrate.ts";
 import { syncRoleMembershipsByForeignId } from "../../src/client.ts";
-import { alephPre41 } from "../server/fixtures.ts";
+import { aleph40 } from "../server/fixtures.ts";
+import { OneLineError, takePgOption } from "../server/embedded.ts";
 
 const LOGINS = Number(process.env.DEMO_LOGINS ?? 600);
 const CONNECTIONS = 16;
@@ -46,8 +48,8 @@ async function story(url: string, serverLabel: string) {
   const admin = await connect(url);
   const [tab1, tab2] = [await connect(url), await connect(url)];
   try {
-    step(1, `A pre-4.1 Aleph database on ${serverLabel}: role_membership has no key`);
-    await alephPre41(admin, { users: USERS, groups: 12 });
+    step(1, `An Aleph 4.0 database (Alembic at 8adf50aadcb0) on ${serverLabel}: role_membership has no key`);
+    await aleph40(admin, { users: USERS, groups: 12 });
     const { rows: who } = await admin.query<{ id: number; foreign_id: string }>(
       "select id, foreign_id from role where type = 'user' order by id limit 1",
     );
@@ -74,7 +76,7 @@ async function story(url: string, serverLabel: string) {
     const { rows: dups } = await admin.query(
       "select group_id, member_id, count(*)::int as copies from role_membership group by 1, 2 having count(*) > 1 order by 1",
     );
-    say(`   after ${attempts} pair(s) of concurrent logins, the seed's monitoring query finds:`);
+    say(`   after ${attempts} pair(s) of concurrent logins, memberships stored more than once:`);
     for (const d of dups) say(`     group ${d.group_id}, member ${d.member_id}: ${d.copies} copies`);
 
     step(3, "The user's next login, as SQLAlchemy runs it: one DELETE per membership, expecting 1 row each");
@@ -107,12 +109,13 @@ async function story(url: string, serverLabel: string) {
     );
     say("   the dedupe archived in rolesync.role_membership_removed:");
     for (const a of archived) say(`     ${a.reason}: group ${a.group_id}, member ${a.member_id} (${a.n} row)`);
-    // The constraint that keys the table now (on PostgreSQL 10 and 11, rolesync's unique key).
+    // The constraint that keys the table now: rolesync's own, on Aleph 4.0, because Aleph 4.1's upgrade adds role_membership_pkey.
     const { rows: pk } = await admin.query(
       `select c.conname, pg_get_constraintdef(c.oid) as def from pg_constraint c
         where c.conrelid = 'role_membership'::regclass and c.conname = rolesync.role_membership_key()`,
     );
     say(`   ${pk[0].conname}: ${pk[0].def}`);
+    say("     (rolesync's own name: Aleph 4.1's upgrade adds role_membership_pkey beside it, and the next `rolesync migrate` drops this one)");
     const { rows: after } = await tab1.query(
       "select count(*)::int as n from role_membership where group_id = $1 and member_id = $2",
       [token[0], alice.id],
@@ -227,6 +230,14 @@ async function storm(url: string, admin: pg.Client): Promise<StormReport> {
 }
 
 async function main() {
+  try {
+    const rest = takePgOption(process.argv.slice(2), "npm run demo -- --pg 15");
+    if (rest.length) throw new OneLineError(`unknown argument(s) ${rest.join(" ")}: the demo takes only --pg N`);
+  } catch (e) {
+    if (!(e instanceof OneLineError)) throw e;
+    console.error(`rolesync demo: ${e.message}`);
+    process.exit(1);
+  }
   const started = Date.now();
   say("rolesync demo: Aleph's OAuth callback 500, and the fix");
   const server: Server = await startServerOrExit({ durable: true, name: "rolesync demo" });
@@ -235,7 +246,7 @@ async function main() {
   try {
     const url = await createDatabase(server, dbName);
     await story(url, `PostgreSQL ${server.major} (${server.kind === "embedded" ? "embedded, throwaway" : "DATABASE_URL's server"})`);
-    say(`\nDone in ${((Date.now() - started) / 1000).toFixed(0)} s. Next: README.md for the CLI and the client, docs/aleph.md for your database.`);
+    say(`\nDone in ${((Date.now() - started) / 1000).toFixed(0)} s. Next: docs/aleph.md for your database, docs/cli.md for the CLI, README.md for the clients.`);
   } catch (e) {
     console.error(`\ndemo failed: ${(e as Error).stack ?? e}`);
     exitCode = 1;
