@@ -193,6 +193,28 @@ test("npm test -- --pg N takes the major; a bad one stops the run at once, befor
   expect(existsSync(cache)).toBe(false);
 });
 
+test("npm test, the demo and the bench with a DATABASE_URL pg cannot read: what is wrong with it, as the CLI says, never the password", async () => {
+  const tmp = tempFolder();
+  const scripts = [
+    ["[rolesync test]", path.join(packageRoot, "scripts", "test", "test.ts")],
+    ["rolesync demo:", path.join(packageRoot, "scripts", "tools", "demo.ts")],
+  ] as const;
+  for (const [url, problem] of [
+    ["localhost/postgres", "it is not a URL (no scheme)"],
+    ["mysql://u:s3cret@db/app", "its scheme is mysql:, not postgres: or postgresql:"],
+    ["postgres://u:s3cret@/app", "it has a user but no host"],
+    ["postgres://u:s3cret@db:99999/app", "it cannot be parsed (check the port"],
+  ] as const) {
+    for (const [prefix, script] of scripts) {
+      const line = oneLine(await runNode(script, [], env(tmp, { DATABASE_URL: url, ROLESYNC_PG_MAJOR: undefined as unknown as string })));
+      expect(line.startsWith(`${prefix} DATABASE_URL is not a PostgreSQL URL: ${problem}`), line).toBe(true);
+      expect(line).toMatch(/Give it as postgres:\/\/user:password@host:5432\/dbname .*or unset it to use an embedded PostgreSQL$/);
+      expect(line).not.toMatch(/s3cret|ENOTFOUND/);
+    }
+  }
+  expect(ours(tmp)).toEqual([]);
+});
+
 test("binaries that cannot be fetched: one line saying what failed and the way round, exit 1, no staging folder left", async () => {
   const tmp = tempFolder();
   const cache = path.join(tmp, "cache");

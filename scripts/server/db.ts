@@ -9,7 +9,7 @@
  * must be the one named.
  */
 import pg from "pg";
-import { withClient, redact } from "../../src/pg.ts";
+import { databaseUrlProblem, withClient, redact } from "../../src/pg.ts";
 import { randomBytes } from "node:crypto";
 import { MAJOR_ENV, OneLineError, requestedMajor, startEmbedded } from "./embedded.ts";
 
@@ -67,8 +67,25 @@ export function externalServer(adminUrl: string, major = 0): Server {
   };
 }
 
+/**
+ * DATABASE_URL, checked as the CLI checks it (src/pg.ts), so that a URL pg
+ * cannot read fails with what is wrong with it, not `getaddrinfo ENOTFOUND
+ * base`. Never quotes the URL, which may hold a password.
+ */
+export function checkDatabaseUrl(): void {
+  const url = process.env.DATABASE_URL;
+  const problem = url ? databaseUrlProblem(url) : null;
+  if (problem) {
+    throw new OneLineError(
+      `DATABASE_URL is not a PostgreSQL URL: ${problem}. Give it as postgres://user:password@host:5432/dbname ` +
+        "(percent-encode reserved characters), or unset it to use an embedded PostgreSQL",
+    );
+  }
+}
+
 export async function startServer(opts: StartOptions = {}): Promise<Server> {
   const log = opts.log ?? (() => {});
+  checkDatabaseUrl();
   const requested = requestedMajor();
   const external = process.env.DATABASE_URL;
   if (external) {

@@ -25,7 +25,7 @@ import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { embeddedMajor, OneLineError, removeOnExit, requestedMajor, takePgOption } from "../server/embedded.ts";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { dropDatabase, startServerOrExit, type Server } from "../server/db.ts";
+import { checkDatabaseUrl, dropDatabase, startServerOrExit, type Server } from "../server/db.ts";
 import { cloneTemplate, prepareTemplate } from "./harness.ts";
 import { runPgProve } from "./pgtap.ts";
 import { preparePython, runPytest, type PytestOutcome } from "./pytest.ts";
@@ -40,6 +40,7 @@ let vitestArgs: string[];
 try {
   vitestArgs = takePgOption(process.argv.slice(2), "npm test -- --pg 15");
   // A major that cannot be had stops the run here, before the build and before any download.
+  checkDatabaseUrl();
   if (process.env.DATABASE_URL) requestedMajor();
   else embeddedMajor();
 } catch (e) {
