@@ -22,7 +22,7 @@ import pg from "pg";
 import { createDatabase, dropDatabase, startServerOrExit, uniqueName, withClient, type Server } from "../server/db.ts";
 import { pgEnv } from "../test/pgtap.ts";
 import { ALEPH_SCHEMA } from "../server/fixtures.ts";
-import { OneLineError, takePgOption } from "../server/embedded.ts";
+import { OneLineError, removeOnExit, takePgOption } from "../server/embedded.ts";
 import { renderReport, type BenchResults, type Compared, type Latencies, type Run } from "./bench-render.ts";
 import { DEFAULT_MAINTENANCE_WORK_MEM, packageRoot, runMigrations } from "../../src/migrate.ts";
 
@@ -53,6 +53,8 @@ const SIZE = toy
 const GROUPS_PER_USER = 5;
 const log = (s: string) => console.log(`[bench] ${s}`);
 const workDir = mkdtempSync(path.join(os.tmpdir(), "rolesync-bench-"));
+// Gone at exit, and on Ctrl-C too (with the embedded server, if one runs).
+const releaseWorkDir = removeOnExit(workDir);
 const commands: string[] = [];
 
 /* ------------------------------------------------------------------ pgbench */
@@ -544,6 +546,6 @@ try {
 } finally {
   await dropDatabase(server, base).catch(() => {});
   await server.stop();
-  rmSync(workDir, { recursive: true, force: true });
+  releaseWorkDir();
 }
 process.exit(exitCode);

@@ -21,7 +21,7 @@
  * for this run and everything it starts: `npm test -- --pg 15`.
  */
 import { $ } from "zx";
-import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { embeddedMajor, OneLineError, removeOnExit, requestedMajor, takePgOption } from "../server/embedded.ts";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -33,6 +33,36 @@ import { packageRoot } from "../../src/migrate.ts";
 
 $.verbose = false;
 const log = (s: string) => console.log(`[rolesync test] ${s}`);
+
+/**
+ * Ctrl-C (or a SIGTERM, SIGHUP) reaches every process of the run at once:
+ * vitest, pytest and the tests' subprocesses stop, and a step's failure that
+ * says only that is not a failure of the code. So the run says it was
+ * interrupted, reports no FAIL, and exits 128 + the signal's number, while
+ * removeOnExit's handler (installed just below, after this one) stops the
+ * servers and removes every folder of ours.
+ */
+let interrupted: NodeJS.Signals | undefined;
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.on(signal, () => {
+    if (interrupted) return;
+    interrupted = signal;
+    console.error(`[rolesync test] interrupted (${signal}): stopping the servers and removing the run's folders`);
+  });
+}
+const SIGNAL_EXIT: Record<NodeJS.Signals, number> = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 } as Record<NodeJS.Signals, number>;
+
+/**
+ * The temp folder of everything the tests start: vitest and its workers, the
+ * test files' own folders and their subprocesses' (the bench's, npm's ...)
+ * get it as TMPDIR. A worker stopped by Ctrl-C runs no afterAll, so this one
+ * folder, removed at exit and on a signal, is what keeps /tmp clean. Mode
+ * 711: as root, the `postgres` account an embedded server runs as must reach
+ * its folder inside.
+ */
+const runTmp = mkdtempSync(path.join(tmpdir(), "rolesync-test-"));
+chmodSync(runTmp, 0o711);
+removeOnExit(runTmp);
 /** Every test that ran, pgTAP's and vitest's, for the closing line. */
 const tally = { passed: 0, failed: 0 };
 
@@ -150,6 +180,7 @@ try {
       ROLESYNC_TEST_ADMIN_URL: server.adminUrl,
       ROLESYNC_TEST_TEMPLATE: template,
       ROLESYNC_TEST_SERVER: `PostgreSQL ${server.major} (${server.kind})`,
+      TMPDIR: runTmp,
     },
     vitestArgs,
   ).catch((e: Error) => void failures.push(e.message));
@@ -158,8 +189,8 @@ try {
   let pytest: PytestOutcome | undefined;
   const filtered = vitestArgs.some((a) => !a.startsWith("-"));
   const pythonOff = process.env.ROLESYNC_TEST_PYTHON === "off";
-  if (!filtered && !pythonOff) {
-    pytest = await runPytest({ ROLESYNC_TEST_ADMIN_URL: server.adminUrl }, log).catch((e: Error & { tally?: { passed: number; failed: number } }) => {
+  if (!filtered && !pythonOff && !interrupted) {
+    pytest = await runPytest({ ROLESYNC_TEST_ADMIN_URL: server.adminUrl, TMPDIR: runTmp }, log).catch((e: Error & { tally?: { passed: number; failed: number } }) => {
       failures.push(e.message);
       tally.passed += e.tally?.passed ?? 0;
       tally.failed += e.tally?.failed ?? 1;
@@ -184,6 +215,10 @@ try {
 } finally {
   if (template) await dropDatabase(server, template).catch(() => {});
   await server.stop();
+}
+if (interrupted) {
+  console.log(`tests: interrupted (${interrupted}) after ${tally.passed} passed`);
+  process.exit(SIGNAL_EXIT[interrupted]);
 }
 for (const f of failures) console.error(`[rolesync test] FAIL: ${f}`);
 const pythonNotRun = pythonOutcome && !pythonOutcome.ran ? pythonOutcome.why : null;
