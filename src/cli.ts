@@ -156,12 +156,16 @@ function describeEvent(e: MigrateEvent): string | null {
       return `  retry ${e.attempt} in ${(e.delayMs / 1000).toFixed(1)} s: ${e.reason}`;
     case "progress":
       return `  … ${e.step}: ${e.detail || "running"} (${e.seconds} s)`;
+    case "hook":
+      return `→ ${e.file} (hook): ${e.did}`;
     case "done":
       return e.executed.length
         ? `${e.executed.length} migration(s) applied in ${e.seconds.toFixed(1)} s (` +
             e.steps.map((s) => `${s.name.slice(0, 6)} ${s.seconds.toFixed(1)} s`).join(", ") +
             ")"
-        : `already up to date (${e.seconds.toFixed(1)} s)`;
+        : e.hooks.length
+          ? `no migration pending; the hooks made ${e.hooks.length} change(s), listed above (${e.seconds.toFixed(1)} s)`
+          : `already up to date (${e.seconds.toFixed(1)} s)`;
   }
 }
 
@@ -203,7 +207,7 @@ async function migrateCommand(
       if (line) out.line(line);
     },
   });
-  out.result({ executed: result.executed, steps: result.steps }, () => {});
+  out.result({ executed: result.executed, steps: result.steps, hooks: result.hooks }, () => {});
 }
 
 /**

@@ -30,5 +30,5 @@ export {
   type ClientPool,
   type RetryOptions,
 } from "./client.ts";
-export { runMigrations, MigrationError, type MigrateOptions, type MigrateEvent, type MigrateResult } from "./migrate.ts";
+export { runMigrations, MigrationError, type MigrateOptions, type MigrateEvent, type MigrateResult, type HookAction } from "./migrate.ts";
 export { SQLSTATES, sqlstate, type Sqlstate, type RolesyncErrorName } from "./sqlstates.ts";

@@ -101,7 +101,16 @@ export type MigrateEvent =
   | { type: "skipped"; name: string; reason: string }
   | { type: "retry"; attempt: number; delayMs: number; reason: string }
   | { type: "progress"; step: string; seconds: number; detail: string }
-  | { type: "done"; executed: string[]; seconds: number; steps: { name: string; seconds: number }[] };
+  /** What a hook did (its RAISE NOTICE), once its transaction committed. */
+  | { type: "hook"; file: string; did: string }
+  | { type: "done"; executed: string[]; seconds: number; steps: { name: string; seconds: number }[]; hooks: HookAction[] };
+
+/** One thing a hook did, as its RAISE NOTICE says: dropping a redundant key, an INVALID index ... */
+export interface HookAction {
+  /** The hook's file, under migrations/hooks/. */
+  file: string;
+  did: string;
+}
 
 export interface MigrateOptions {
   databaseUrl: string;
@@ -412,6 +421,8 @@ export interface MigrateResult {
   skipped: string[];
   /** How long each took (the last attempt of each, after any lock-timeout retries). */
   steps: { name: string; seconds: number }[];
+  /** What the hooks did (a run with no migration pending may still drop a redundant key). */
+  hooks: HookAction[];
 }
 
 /** Placeholders, as graphile-migrate fills them. */
@@ -460,6 +471,7 @@ export async function runMigrations(opts: MigrateOptions): Promise<MigrateResult
 
   const executed: string[] = [];
   const skipped: string[] = [];
+  const hookActions: HookAction[] = [];
   // When each migration last started; a step ends when the next one starts (or the run ends).
   const startedAt = new Map<string, number>();
   const retries = opts.lockRetries ?? 30;
@@ -508,8 +520,8 @@ export async function runMigrations(opts: MigrateOptions): Promise<MigrateResult
     name,
     seconds: ((i + 1 < executed.length ? startedAt.get(executed[i + 1])! : ended) - startedAt.get(name)!) / 1000,
   }));
-  emit({ type: "done", executed, seconds: (ended - started) / 1000, steps });
-  return { executed, skipped, steps };
+  emit({ type: "done", executed, seconds: (ended - started) / 1000, steps, hooks: hookActions });
+  return { executed, skipped, steps, hooks: hookActions };
 
   async function migrateOnce(c: pg.Client): Promise<void> {
     // Set on the connection, "off" included, so that only this option opts
@@ -577,9 +589,30 @@ export async function runMigrations(opts: MigrateOptions): Promise<MigrateResult
     }
   }
 
+  /**
+   * Runs a hook, and reports what it did: each RAISE NOTICE of its own
+   * (PL/pgSQL's, not a server's "already exists, skipping"), once its
+   * transaction committed. A hook run again by a retry reports an action
+   * once.
+   */
   async function runHook(c: pg.Client, file: string): Promise<void> {
     const sql = fill(readFileSync(path.join(folder, file), "utf8"), appRole);
-    await runSql(c, sql, !isNoTransactionDefined(sql));
+    const did: string[] = [];
+    const listen = (n: { message?: string; where?: string }) => {
+      if (n.message && /\bat RAISE\b/.test(n.where ?? "")) did.push(n.message);
+    };
+    c.on("notice", listen);
+    try {
+      await runSql(c, sql, !isNoTransactionDefined(sql));
+    } finally {
+      c.off("notice", listen);
+    }
+    const name = path.basename(file);
+    for (const d of did) {
+      if (hookActions.some((a) => a.file === name && a.did === d)) continue;
+      hookActions.push({ file: name, did: d });
+      emit({ type: "hook", file: name, did: d });
+    }
   }
 }
 

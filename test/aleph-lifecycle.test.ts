@@ -15,7 +15,7 @@ import path from "node:path";
 import type pg from "pg";
 import { runMigrations, packageRoot } from "../src/migrate.ts";
 import { APP_ROLE } from "../scripts/test/harness.ts";
-import { createRoles, groupsOf, installRelease010, serverMajor, sync, withPgClient, type TestDatabase } from "./helpers.ts";
+import { createRoles, groupsOf, installRelease010, runNode, serverMajor, sync, withPgClient, type TestDatabase } from "./helpers.ts";
 import { ALEPH_KEY, alephDatabase as makeAlephDatabase, alephUpgrade, HEAD, keys, REVISION_OF, ROLESYNC_KEY, type Release } from "./aleph-fixtures.ts";
 
 const databases: TestDatabase[] = [];
@@ -86,9 +86,18 @@ describe.each(["3.x", "4.0"] as const)("Aleph %s with duplicates and NULL rows",
       expect(col[0].ok).toBe(true);
     });
 
-    // rolesync run again: no migration pending, its hook drops the redundant key.
+    // rolesync run again, as an operator runs it: no migration pending, its hook drops the redundant key, and it says so.
+    const cli = await runNode(path.join(packageRoot, "dist", "bin.js"), ["migrate"], { DATABASE_URL: db.url, ROLESYNC_APP_ROLE: APP_ROLE });
+    expect(cli.code, cli.output).toBe(0);
+    expect(cli.stdout).toContain(
+      "→ drop-redundant-key.sql (hook): dropping rolesync_role_membership_key: role_membership_pkey now keys role_membership\n",
+    );
+    expect(cli.stdout).toMatch(/\nno migration pending; the hooks made 1 change\(s\), listed above \(\d+\.\d s\)\n$/);
+    expect(cli.stdout).not.toMatch(/already up to date/);
+    // And through the API: the same action in the result; a run after it did nothing.
     const again = await migrate(db);
     expect(again.executed).toEqual([]);
+    expect(again.hooks).toEqual([]);
     await withPgClient(db.url, async (c) => {
       expect(await keys(c)).toEqual({ unique: [ALEPH_KEY], primaryKey: "role_membership_pkey", notNull: true });
     });
