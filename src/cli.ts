@@ -46,6 +46,8 @@ export const NOT_INSTALLED = "rolesync is not installed in this database: run `r
 
 const DEFAULT_CONNECT_TIMEOUT_S = 10;
 const DEFAULT_STATEMENT_TIMEOUT_S = 60;
+/** status counts role_membership exactly up to this heap size (about 200,000 rows, a few ms), and estimates above. */
+const EXACT_COUNT_MAX_BYTES = 8 * 1024 * 1024;
 
 class UsageError extends Error {
   constructor(message: string, readonly hint?: string) {
@@ -433,11 +435,15 @@ async function statusCommand(_opts: unknown, cmd: Command) {
     const { rows: t } = await c.query<{
       exists: boolean;
       rows: string | null;
+      heap_bytes: string | null;
       size: string | null;
       guarded: boolean;
     }>(
+      // reltuples is the planner's estimate: -1 before the first ANALYZE on 14+, 0 before it on 10 to 13.
       `select pg_catalog.to_regclass('public.role_membership') is not null as exists,
-              (select reltuples::bigint from pg_catalog.pg_class where oid = pg_catalog.to_regclass('public.role_membership')) as rows,
+              (select case when reltuples < 0 or (reltuples = 0 and relpages = 0) then null else reltuples::bigint end
+                 from pg_catalog.pg_class where oid = pg_catalog.to_regclass('public.role_membership')) as rows,
+              pg_catalog.pg_relation_size(pg_catalog.to_regclass('public.role_membership')) as heap_bytes,
               pg_catalog.pg_size_pretty(pg_catalog.pg_total_relation_size(pg_catalog.to_regclass('public.role_membership'))) as size,
               exists (select from pg_catalog.pg_trigger
                        where tgrelid = pg_catalog.to_regclass('public.role_membership') and tgname = 'role_membership_guard') as guarded`,
@@ -457,6 +463,12 @@ async function statusCommand(_opts: unknown, cmd: Command) {
     // naming a missing table fails (42P01) however it is guarded.
     const archive = await countRows(c, ["rolesync.role_membership_removed", "public.role_membership_removed"]);
     const versions = await countRows(c, ["rolesync.role_membership_version", "public.role_membership_version"]);
+    // A small table is counted (a few ms up to EXACT_COUNT_MAX_BYTES), so a new or never analyzed one
+    // does not read "~0 rows"; a big one keeps the planner's estimate, which costs nothing.
+    const exact =
+      t[0].exists && Number(t[0].heap_bytes ?? 0) <= EXACT_COUNT_MAX_BYTES
+        ? await countRows(c, ["public.role_membership"])
+        : null;
     // Committed files are named 000001-<slug>.sql; the ledger records them as 000001.sql.
     const appliedNumbers = new Set(applied.map((f) => f.slice(0, 6)));
     // Whose Alembic chain the database follows (rolesync.alembic_line(), or its condition file before 000017).
@@ -474,6 +486,10 @@ async function statusCommand(_opts: unknown, cmd: Command) {
       },
       roleMembership: {
         exists: t[0].exists,
+        /** The row count: exact for a table of up to 8 MB, else the planner's estimate (null before the first ANALYZE). */
+        rows: exact ?? (t[0].rows === null ? null : Math.max(0, Number(t[0].rows))),
+        rowsExact: exact !== null,
+        /** The planner's estimate (pg_class.reltuples); null before the table's first ANALYZE. */
         estimatedRows: t[0].rows === null ? null : Math.max(0, Number(t[0].rows)),
         size: t[0].size,
         /** A PRIMARY KEY constraint is in place (its meaning before rolesync had a key of its own). */
@@ -501,7 +517,7 @@ async function statusCommand(_opts: unknown, cmd: Command) {
       return;
     }
     console.log(
-      `role_membership: ~${r.estimatedRows ?? "?"} rows, ${r.size ?? "?"} with indexes, ` +
+      `role_membership: ${rowCount(r)}, ${r.size ?? "?"} with indexes, ` +
         `key ${describeKey(r.key, r.primaryKey, status.alembicLine)}, guard trigger ${r.guardTrigger ? "yes" : "no"}`,
     );
     if (r.redundantKey) {
@@ -510,6 +526,13 @@ async function statusCommand(_opts: unknown, cmd: Command) {
     if (r.archivedRows !== null) console.log(`archived by the dedupe: ${r.archivedRows} row(s)`);
     if (r.membersSynced !== null) console.log(`members changed by sync_role_memberships: ${r.membersSynced}`);
   });
+}
+
+/** status's row count: exact for a small table, else the planner's estimate, said as such. */
+function rowCount(r: { rows: number | null; rowsExact: boolean }): string {
+  if (r.rowsExact) return `${r.rows} rows`;
+  if (r.rows === null) return "rows not estimated yet (ANALYZE role_membership gives an estimate)";
+  return `~${r.rows} rows (the planner's estimate)`;
 }
 
 /** The first of `tables` that exists, counted; null when none does. The names are constants, never input. */

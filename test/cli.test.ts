@@ -8,7 +8,7 @@ import { spawn } from "node:child_process";
 import path from "node:path";
 import { packageRoot } from "../src/migrate.ts";
 import { APP_ROLE } from "../scripts/test/harness.ts";
-import { alephPre41Dirty, DIRTY_ROWS } from "../scripts/server/fixtures.ts";
+import { alephPre41, alephPre41Dirty, DIRTY_ROWS } from "../scripts/server/fixtures.ts";
 import { connect, createRoles, createTestDatabase, installRelease010, runNode, serverMajor, withPgClient, type TestDatabase } from "./helpers.ts";
 
 interface Run {
@@ -186,6 +186,36 @@ describe("on a dirty pre-4.1 Aleph database", () => {
     expect(human.code).toBe(0);
     expect(human.stdout).toContain(NOT_INSTALLED);
     expect(human.stdout).toMatch(/key NONE \(run `rolesync migrate`\), guard trigger no/);
+    // A small table is counted, analyzed or not: never "~0 rows".
+    const n = await withPgClient(dirty.url, async (c) => (await c.query("select count(*)::int as n from role_membership")).rows[0].n);
+    expect(json(run).roleMembership).toMatchObject({ rows: n, rowsExact: true });
+    expect(human.stdout).toMatch(new RegExp(`^role_membership: ${n} rows, \\S+ \\S+ with indexes`, "m"));
+  });
+
+  test("status on a table of more than 8 MB: the planner's estimate, said as such (and before any ANALYZE, that there is none)", async () => {
+    const big = await createTestDatabase({ empty: true });
+    try {
+      await withPgClient(big.url, async (c) => {
+        await alephPre41(c, { users: 700, groups: 500 });
+        await c.query("alter table role_membership set (autovacuum_enabled = off)");
+        await c.query(`insert into role_membership (group_id, member_id)
+                       select g.id, u.id from role u join role g on g.type = 'group' where u.type = 'user'`);
+      });
+      const before = json(await rolesync(["--json", "status"], { DATABASE_URL: big.url })).roleMembership;
+      expect(before.rowsExact).toBe(false);
+      // Never analyzed (autovacuum is off for it): no estimate yet, and status says how to get one.
+      expect(before.rows).toBeNull();
+      expect((await rolesync(["status"], { DATABASE_URL: big.url })).stdout).toMatch(
+        /^role_membership: rows not estimated yet \(ANALYZE role_membership gives an estimate\), /m,
+      );
+      await withPgClient(big.url, (c) => c.query("analyze role_membership"));
+      const after = json(await rolesync(["--json", "status"], { DATABASE_URL: big.url })).roleMembership;
+      expect(after).toMatchObject({ rowsExact: false, rows: expect.any(Number) });
+      expect(Math.abs(after.rows - 700 * 503) / (700 * 503)).toBeLessThan(0.1);
+      expect((await rolesync(["status"], { DATABASE_URL: big.url })).stdout).toMatch(/^role_membership: ~\d+ rows \(the planner's estimate\), /m);
+    } finally {
+      await big.drop();
+    }
   });
 
   test("migrate: each migration shown; --json lists them; a second run applies none", async () => {
@@ -267,6 +297,8 @@ describe("on an empty database", () => {
     expect(out.migrations.pending).toHaveLength(out.migrations.available);
     expect(out.roleMembership).toEqual({
       exists: false,
+      rows: null,
+      rowsExact: false,
       estimatedRows: null,
       size: null,
       primaryKey: false,
