@@ -95,7 +95,14 @@ export function psqlScript(opts: ScriptOptions): string {
   const migrations = loadMigrations(folder);
   // PostgreSQL 10 and 11 run migrations/compat/pg10-11 where it has a file.
   const old = new Map(loadMigrations(folder, 11).map((m) => [m.filename, m]));
-  const hook = (file: string) => [`\\echo rolesync: hook ${file}`, substitute(readFileSync(path.join(folder, file), "utf8")).trimEnd()];
+  // A hook says what it did in RAISE NOTICE: shown. A migration's server notices are not ("relation
+  // "role" already exists, skipping" from 000001 reads as if it created Aleph's tables), unless the
+  // migration raises its own.
+  const notices = (sql: string) => `set client_min_messages = ${/\braise\s+notice\b/i.test(sql) ? "notice" : "warning"};`;
+  const hook = (file: string) => {
+    const sql = substitute(readFileSync(path.join(folder, file), "utf8")).trimEnd();
+    return [`\\echo rolesync: hook ${file}`, notices(sql), sql];
+  };
 
   const out: string[] = [
     `-- rolesync ${opts.version}: every migration \`rolesync migrate\` applies, as one psql script.`,
@@ -115,6 +122,9 @@ export function psqlScript(opts: ScriptOptions): string {
     "--   PGOPTIONS='-c rolesync.create_aleph_schema=on' psql … -f rolesync.sql",
     "",
     "\\set ON_ERROR_STOP on",
+    "-- Quiet: no command tags (CREATE TABLE, DO ...), only a `rolesync: <step>` line per step,",
+    "-- what rolesync's hooks and migrations did (NOTICE), warnings and errors.",
+    "\\set QUIET on",
     ...refuseSingleTransaction("rolesync.sql", "CREATE INDEX CONCURRENTLY and VACUUM"),
     "\\if :{?app_role}",
     "\\else",
@@ -151,6 +161,7 @@ end $$;`,
   for (const file of hooks.beforeAllMigrations) out.push(...hook(file), "");
   out.push(
     "-- rolesync's ledger; rolesync's own rows of graphile_migrate.migrations (0.1.0's) adopted.",
+    "set client_min_messages = warning;",
     "begin;",
     LEDGER_DDL,
     adoptSql(migrations),
@@ -165,7 +176,7 @@ end $$;`,
       "\\if :rolesync_run",
     );
     const body = (x: Migration) => {
-      if (!x.runIf) return [`\\echo rolesync: ${x.file}`, ...step(x)];
+      if (!x.runIf) return [`\\echo rolesync: ${x.file}`, notices(x.body), ...step(x)];
       const cond = path.join(folder, x.runIf);
       return [
         `-- Runs only where ${x.runIf} says so; recorded either way.`,
@@ -173,6 +184,7 @@ end $$;`,
         `select current_setting('${RUN_IF_SETTING}')::boolean as rolesync_body \\gset`,
         "\\if :rolesync_body",
         `\\echo rolesync: ${x.file}`,
+        notices(x.body),
         ...step(x),
         "\\else",
         `\\echo rolesync: ${x.file}: nothing to do, ${conditionReason(cond)} (recorded)`,
