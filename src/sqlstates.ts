@@ -130,6 +130,12 @@ export const SQLSTATES: readonly Sqlstate[] = Object.freeze(
         error: "SerializationError",
       },
       {
+        code: "42883",
+        from: "the TypeScript and Python clients; the CLI (exit 5)",
+        when: "one of rolesync's functions is missing: rolesync is not installed in this database, or is older than the client (the clients raise `NotInstalledError`, or `OutdatedError` when rolesync is installed)",
+        todo: "run `rolesync migrate` (`rolesync check` tells which of the two it is)",
+      },
+      {
         code: "25001",
         from: "`withTransaction`; `rolesync sql`'s script",
         when: "`withTransaction`: the connection is already in a transaction; the script: run with `psql -1` (`--single-transaction`)",

@@ -164,7 +164,10 @@ describe("src/client.ts and src/cli.ts read the table", () => {
     const documented = new Map<string, string[]>();
     for (const m of text.matchAll(/\/\*\*((?:(?!\*\/)[\s\S])*)\*\/\s*export class (\w+) extends RolesyncError\b/g)) {
       const lead = /^\s*([0-9A-Z]{5}(?:\s*\/\s*[0-9A-Z]{5})*):/.exec(m[1]);
-      documented.set(m[2], lead ? lead[1].split("/").map((c) => c.trim()).sort() : []);
+      // NotInstalledError and OutdatedError are typed by what failed (a 42883 naming rolesync's own
+      // function), not by a code alone: the table lists 42883 without a class, their comments lead with none.
+      if (lead) documented.set(m[2], lead[1].split("/").map((c) => c.trim()).sort());
+      else expect(["NotInstalledError", "OutdatedError"], `${m[2]}'s comment names no code`).toContain(m[2]);
     }
     const mapped = new Map<string, string[]>();
     for (const s of SQLSTATES) if (s.error) mapped.set(s.error, [...(mapped.get(s.error) ?? []), s.code].sort());

@@ -16,6 +16,7 @@ SQLSTATES: Dict[str, Tuple[Optional[str], str]] = {
     "22001": ("InvalidArgumentError", "shorten it at the identity provider"),
     "40001": ("SerializationError", "retry the whole transaction (`withTransaction` does)"),
     "40P01": ("SerializationError", "retry the whole transaction (`withTransaction` does)"),
+    "42883": (None, "run `rolesync migrate` (`rolesync check` tells which of the two it is)"),
     "25001": (None, "`withTransaction` does not nest: call it outside your transaction; run the script without `-1`"),
     "25P02": (None, "let the error propagate out of `fn`, or use a savepoint for a statement that may fail"),
     "RS010": (None, "drop it; rolesync keys on `(member_id, group_id)`"),
