@@ -284,12 +284,14 @@ Where the time goes beyond the plain build: staying online costs concurrent inde
 ${settings.map((s) => `  - ${s}`).join("\n")}
 - pgbench, in prepared mode (\`-M prepared\`); ids are sent as typed parameters, the group list as \`array[...]::int[]\`:
 
+<!-- docs: output shown for reading -->
 \`\`\`
 ${r.commands.join("\n")}
 \`\`\`
 
 The scripts (\`:uid\` is a random user; \`g0\`…\`g4\` are the user's five groups, computed from the id):
 
+<!-- docs: output shown for reading -->
 \`\`\`sql
 -- limit
 ${r.scripts.limit.trim()}
