@@ -5,10 +5,10 @@
  * Needs no database.
  */
 import { expect, test } from "vitest";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { packageRoot } from "../src/migrate.ts";
-import { TARGETS, chart, markdown, targets, type BenchResults } from "../scripts/bench/bench-render.ts";
+import { NETWORK_VARIANTS, TARGETS, chart, markdown, networkChart, targets, type BenchResults } from "../scripts/bench/bench-render.ts";
 
 const docs = path.join(packageRoot, "docs");
 const results = JSON.parse(readFileSync(path.join(docs, "benchmarks.json"), "utf8")) as BenchResults;
@@ -16,6 +16,23 @@ const results = JSON.parse(readFileSync(path.join(docs, "benchmarks.json"), "utf
 test("docs/benchmarks.md and .svg are the renderer's output for docs/benchmarks.json (npm run bench:render)", () => {
   expect(readFileSync(path.join(docs, "benchmarks.md"), "utf8")).toBe(markdown(results));
   expect(readFileSync(path.join(docs, "benchmarks.svg"), "utf8")).toBe(chart(results.noop));
+  const network = path.join(docs, "benchmarks-network.svg");
+  if (results.network) expect(readFileSync(network, "utf8")).toBe(networkChart(results.network));
+  else expect(existsSync(network)).toBe(false);
+});
+
+test("no two legend labels of either chart overlap", () => {
+  // The bar chart's legend is a row: each label must end before the next swatch starts (7.2 px a character at most).
+  const row = [...chart(results.noop).matchAll(/<rect x="(\d+)" y="\d+" width="12" height="12"[^>]*\/><text x="(\d+)"[^>]*>([^<]+)<\/text>/g)];
+  expect(row.length).toBe(5);
+  for (let i = 0; i + 1 < row.length; i++) expect(Number(row[i][2]) + row[i][3].length * 7.2).toBeLessThan(Number(row[i + 1][1]));
+  expect(Number(row.at(-1)![2]) + row.at(-1)![3].length * 7.2).toBeLessThan(960);
+  if (results.network) {
+    // The network chart's legend is a column: one row per variant, 22 px apart.
+    const ys = [...networkChart(results.network).matchAll(/<line x1="\d+" x2="\d+" y1="([\d.]+)" y2="[\d.]+" stroke="[^"]+" stroke-width="3"\/>/g)].map((m) => Number(m[1]));
+    expect(ys.length).toBe(NETWORK_VARIANTS.length);
+    for (let i = 0; i + 1 < ys.length; i++) expect(ys[i + 1] - ys[i]).toBeGreaterThanOrEqual(18);
+  }
 });
 
 test("the chart's target line and the report's target rows read the same TARGETS", () => {

@@ -23,7 +23,7 @@ test("the bench runs every case at toy size and writes its results, report and c
     expect(results.toy).toBe(true);
     expect(results.noop).toHaveLength(2);
     const md = readFileSync(path.join(out, "benchmarks.md"), "utf8");
-    for (const heading of ["## Targets", "## 1. No-op login", "## 2. Changed login", "## 3. Contention", "## 4. Bloat", "## 5. Migration", "## The machine and the commands"]) {
+    for (const heading of ["## Targets", "## 1. No-op login", "## 2. Changed login", "## 3. Contention", "## 4. Bloat", "## 5. Migration", "## 6. Across a network", "## The machine and the commands"]) {
       expect(md).toContain(heading);
     }
     expect(md).toContain("at toy size");
@@ -34,17 +34,41 @@ test("the bench runs every case at toy size and writes its results, report and c
     expect(svg).toMatch(/^<svg /);
     expect(svg).toContain("sync_role_memberships");
 
+    // Across a network: every variant at each round trip and connection count, each with the round trip it measured.
+    expect(results.network.cells).toHaveLength(2 * 2 * 7);
+    for (const cell of results.network.cells) {
+      expect(cell.tps, `${cell.variant} at ${cell.targetMs} ms`).toBeGreaterThan(0);
+      expect(cell.rttMs).toBeGreaterThan(0);
+    }
+    const statements = Object.fromEntries(results.network.cells.map((c: { variant: string; statements: number }) => [c.variant, c.statements]));
+    expect(statements).toEqual({ limit: 1, sync: 1, changed: 1, diff: 3, legacy: 2, aleph: 23, plugin: 3 });
+    expect(md).toMatch(/Across a network \(~0\.5 ms\): no-op login ≥ 0\.9× the bare read's rate per connection \(1 connection\) \| [\d.]+× at [\d.]+ ms \|/);
+    // Aleph's whole callback, plugin off and on: each case at each round trip and connection count, no error,
+    // and the plugin's login sends fewer statements than Aleph's.
+    const callbacks = results.network.callbacks as { plugin: string; statements: number; errors: number; perConnection: number }[];
+    expect(callbacks).toHaveLength(2 * 2 * 2); // at ~0.5 ms only, at toy size
+    for (const c of callbacks) {
+      expect(c.errors).toBe(0);
+      expect(c.perConnection).toBeGreaterThan(0);
+    }
+    expect(Math.max(...callbacks.filter((c) => c.plugin === "on").map((c) => c.statements))).toBeLessThan(
+      Math.min(...callbacks.filter((c) => c.plugin === "off").map((c) => c.statements)),
+    );
+    const networkSvg = readFileSync(path.join(out, "benchmarks-network.svg"), "utf8");
+    expect(networkSvg).toContain("the plugin's login");
+
     // Rendering again from the JSON alone, without measuring, gives the same files.
     copyFileSync(path.join(out, "benchmarks.json"), path.join(rendered, "benchmarks.json"));
     const render = await runNode(path.join(packageRoot, "scripts", "bench", "bench-render.ts"), ["--out", rendered], {});
     expect(render.code, render.output).toBe(0);
     expect(readFileSync(path.join(rendered, "benchmarks.md"), "utf8")).toBe(md);
     expect(readFileSync(path.join(rendered, "benchmarks.svg"), "utf8")).toBe(svg);
+    expect(readFileSync(path.join(rendered, "benchmarks-network.svg"), "utf8")).toBe(networkSvg);
   } finally {
     rmSync(out, { recursive: true, force: true });
     rmSync(rendered, { recursive: true, force: true });
   }
-});
+}, 300_000);
 
 test("`--pg` outside 10 to 18 or an unknown argument: one line, exit 1, before any server or temp folder", async () => {
   const before = readdirSync(os.tmpdir()).filter((f) => f.startsWith("rolesync-bench-")).length;

@@ -18,12 +18,15 @@ import { $ } from "zx";
 import { mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { createDatabase, dropDatabase, startServerOrExit, uniqueName, withClient, type Server } from "../server/db.ts";
 import { pgEnv } from "../test/pgtap.ts";
 import { ALEPH_SCHEMA } from "../server/fixtures.ts";
 import { OneLineError, removeOnExit, takePgOption } from "../server/embedded.ts";
-import { renderReport, type BenchResults, type Compared, type Latencies, type Run } from "./bench-render.ts";
+import { startDelayProxy, tuneRoundTrip } from "./network.ts";
+import { renderReport, type BenchResults, type CallbackCell, type Compared, type Latencies, type NetworkCell, type Run } from "./bench-render.ts";
+import { preparePython, venvPython } from "../test/pytest.ts";
 import { DEFAULT_MAINTENANCE_WORK_MEM, packageRoot, runMigrations } from "../../src/migrate.ts";
 
 $.verbose = false;
@@ -62,6 +65,12 @@ const commands: string[] = [];
 /** A run as pgbench measured it, with every transaction's latency when asked for. */
 interface MeasuredRun extends Run {
   latenciesMs?: number[];
+  /**
+   * pgbench's "latency average": the run's time over its transactions, per
+   * client. Exact where the per-transaction log is not: pgbench reads its
+   * clock lazily, and logs 0 µs for many transactions shorter than about 50 µs.
+   */
+  latencyAverageMs: number;
 }
 
 const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
@@ -94,13 +103,21 @@ async function pgbench(
   url: string,
   name: string,
   script: string,
-  opts: { clients: number; seconds?: number; transactionsPerClient?: number; defines?: Record<string, number>; latencies?: boolean },
+  opts: {
+    clients: number;
+    seconds?: number;
+    transactionsPerClient?: number;
+    defines?: Record<string, number>;
+    latencies?: boolean;
+    /** pgbench's -M: prepared (the default here), or simple, as psycopg2 sends a statement. */
+    protocol?: "prepared" | "simple";
+  },
 ): Promise<MeasuredRun> {
   const file = path.join(workDir, `${name}.sql`);
   writeFileSync(file, script);
   const logPrefix = path.join(workDir, `log-${name}-${Date.now()}`);
   const argv = [
-    "-n", "-M", "prepared", "-c", String(opts.clients), "-j", String(opts.clients),
+    "-n", "-M", opts.protocol ?? "prepared", "-c", String(opts.clients), "-j", String(opts.clients),
     ...(opts.seconds ? ["-T", String(opts.seconds)] : ["-t", String(opts.transactionsPerClient)]),
     ...Object.entries(opts.defines ?? {}).flatMap(([k, v]) => ["-D", `${k}=${v}`]),
     ...(opts.latencies ? ["--log", `--log-prefix=${logPrefix}`] : []),
@@ -117,6 +134,7 @@ async function pgbench(
   const tps = Number(/tps = ([\d.]+) \(without initial connection time\)/.exec(out.stdout)?.[1]);
   const transactions = Number(/number of transactions actually processed: (\d+)/.exec(out.stdout)?.[1]);
   const failed = Number(/number of failed transactions: (\d+)/.exec(out.stdout)?.[1] ?? 0);
+  const latencyAverageMs = Number(/latency average = ([\d.]+) ms/.exec(out.stdout)?.[1]);
   let latenciesMs: number[] | undefined;
   if (opts.latencies) {
     latenciesMs = [];
@@ -136,6 +154,7 @@ async function pgbench(
     walBytes: (await walBetween(url, before.lsn, after.lsn)) / transactions,
     rowWrites: (after.writes - before.writes) / transactions,
     latenciesMs,
+    latencyAverageMs,
   };
 }
 
@@ -170,6 +189,17 @@ const SQL = {
     "insert into role_membership (group_id, member_id) values (:g4, :uid);\ncommit;\n",
 };
 
+/** The network cells' variants: name, script, protocol, and whether it changes the member's groups. */
+const networkVariants = (): [string, string, "prepared" | "simple", boolean][] => [
+  ["limit", randomUser + SQL.limit, "prepared", false],
+  ["sync", randomUser + setGroups("4") + SQL.sync, "prepared", false],
+  ["changed", walkSlice + setGroups(":k4") + SQL.sync, "prepared", true],
+  ["diff", walkSlice + setGroups(":k4") + SQL.diffChange, "prepared", true],
+  ["legacy", randomUser + setGroups("4") + SQL.legacy, "prepared", false],
+  ["aleph", randomUser + setGroups("4") + ALEPH_ORM_LOGIN, "simple", false],
+  ["plugin", randomUser + setGroups("4") + PLUGIN_LOGIN, "simple", false],
+];
+
 /**
  * The careful hand-written sync the no-op is compared with, created in the
  * bench's database only: the member's lock, then the exact set (DELETE … <>
@@ -196,6 +226,153 @@ begin
   end if;
 end
 $$;`;
+
+/* ---------------------------------------------------------------- network */
+
+/** The round trips the network cells ask for, in ms (0: direct, no proxy), and their connection counts. */
+const ROUND_TRIPS_MS = toy ? [0, 0.5] : [0, 0.5, 2];
+const NETWORK_CLIENTS = [1, 4];
+/**
+ * The users the network's changed logins walk: the last ones, a slice per
+ * connection; the other cells pick among the rest, whose groups they never change.
+ */
+const NETWORK_CHANGED = (() => {
+  const slice = toy ? 50 : 500;
+  return { slice, firstUser: SIZE.groups + SIZE.users - Math.max(...NETWORK_CLIENTS) * slice + 1 };
+})();
+
+/**
+ * Aleph's own login of a user whose token names the 5 groups it has, as its
+ * ORM sends it (../shared/context/aleph-bug.md section 4): the user by
+ * foreign id, its memberships (a lazy load), the UPDATE of the user, one
+ * DELETE per membership (an executemany: a round trip each), then per
+ * group its SELECT, UPDATE and the INSERT of the membership; the callback's
+ * last_login_at goes out with the user's UPDATE. 19 statements as the ORM
+ * counts them (the executemany as one), 23 sent, each a round trip, BEGIN
+ * and COMMIT aside. psycopg2 sends them with the simple protocol.
+ */
+const ALEPH_ORM_LOGIN = (() => {
+  const role = "select id, foreign_id, name, email, type, is_admin, is_muted, is_blocked, is_tester, created_at, updated_at, deleted_at from role";
+  const groups = [0, 1, 2, 3, 4];
+  return [
+    "\\set u :uid - :groups",
+    "begin;",
+    `${role} where foreign_id = 'oidc:u' || :u::int limit 1;`,
+    `${role} join role_membership m on m.group_id = role.id where m.member_id = :uid;`,
+    "update role set updated_at = now(), last_login_at = now() where id = :uid;",
+    ...groups.map((k) => `delete from role_membership where group_id = :g${k} and member_id = :uid;`),
+    ...groups.flatMap((k) => [
+      `${role} where foreign_id = 'group:g' || :g${k}::int limit 1;`,
+      `update role set updated_at = now() where id = :g${k};`,
+      `insert into role_membership (group_id, member_id) values (:g${k}, :uid);`,
+    ]),
+    "commit;",
+  ].join("\n") + "\n";
+})();
+
+/**
+ * The plugin's login, as the Aleph 4.1 callback sends it through SQLAlchemy:
+ * the one call (Aleph's rules: OAUTH_MIGRATE_SUB on, touch always), the
+ * callback's reload of the user, its last_login_at. 3 statements.
+ */
+const PLUGIN_LOGIN =
+  [
+    "\\set u :uid - :groups",
+    "begin;",
+    "select member_id, added, removed, created from sync_aleph_login('oidc:u' || :u::int, 'u' || :u::int, null, " +
+      "array['group:g' || :g0::int, 'group:g' || :g1::int, 'group:g' || :g2::int, 'group:g' || :g3::int, 'group:g' || :g4::int]::text[], " +
+      "false, false, true, 'on_create', false, 'grant', 'always', null, null);",
+    "select id, foreign_id, name, email, type, is_admin, is_muted, is_blocked, is_tester, created_at, updated_at, deleted_at, last_login_at from role where id = :uid;",
+    "update role set last_login_at = now() where id = :uid;",
+    "commit;",
+  ].join("\n") + "\n";
+
+/** Statements a script sends per login, BEGIN and COMMIT aside, and its round trips, them included. */
+function statementsOf(script: string): { statements: number; roundTrips: number } {
+  const sql = script.split("\n").filter((l) => l.trim() && !l.startsWith("\\"));
+  const control = sql.filter((l) => /^(begin|commit);$/i.test(l.trim())).length;
+  return { statements: sql.length - control, roundTrips: sql.length };
+}
+
+/**
+ * The logins measured across the network, each at each round trip and
+ * connection count: the bare read (the limit), the no-op sync, a changed
+ * login through the sync and through the client-side diff, the legacy
+ * delete-then-insert, Aleph's own ORM login and the plugin's. The changed
+ * ones walk users of their own (NETWORK_CHANGED below), two passes each,
+ * so every run leaves them as it found them.
+ */
+async function network(url: string, defines: Record<string, number>): Promise<NonNullable<BenchResults["network"]>> {
+  const proxy = await startDelayProxy(url);
+  const cells: NetworkCell[] = [];
+  const callbacks: CallbackCell[] = [];
+  const roundTrips: NonNullable<BenchResults["network"]>["roundTrips"] = [];
+  try {
+    for (const target of ROUND_TRIPS_MS) {
+      for (const clients of NETWORK_CLIENTS) {
+        const cellUrl = target === 0 ? url : proxy.url;
+        // The round trip this cell has: `select 1` at its connection count, pgbench's latency average, through the proxy or direct.
+        const selectOne = async (u: string) => (await pgbench(u, `rtt-c${clients}`, "select 1;\n", { clients, seconds: 1 })).latencyAverageMs;
+        const direct = await selectOne(url);
+        const measured = target === 0 ? direct : await tuneRoundTrip(proxy, target, () => selectOne(proxy.url));
+        roundTrips.push({ targetMs: target, clients, directMs: direct, measuredMs: measured, proxyDelayMs: target === 0 ? null : proxy.delayMs });
+        log(`network ${target} ms, ${clients} client(s): select 1 takes ${measured.toFixed(3)} ms (direct ${direct.toFixed(3)} ms)`);
+        // The changed logins: two passes over a slice sized so a run lasts about SIZE.seconds.
+        const slice = Math.max(10, Math.min(NETWORK_CHANGED.slice, Math.round((SIZE.seconds * 1000) / (2 * (5 * Math.max(measured, 0.05) + 0.5)))));
+        const changedDefines = { ...defines, first_user: NETWORK_CHANGED.firstUser, n: 0, slice };
+        for (const [variant, script, protocol, changed] of networkVariants()) {
+          const run = await pgbench(cellUrl, `net-${target}-c${clients}-${variant}`, script, {
+            clients,
+            ...(changed ? { transactionsPerClient: 2 * slice, defines: changedDefines } : { seconds: SIZE.seconds, defines: { ...defines, last_user: NETWORK_CHANGED.firstUser - 1 } }),
+            latencies: true,
+            protocol,
+          });
+          if (run.failed) throw new Error(`network ${target} ms ${variant}: ${run.failed} failed transactions`);
+          const lat = latencies(run.latenciesMs!);
+          cells.push({ targetMs: target, clients, variant, rttMs: measured, tps: run.tps, perConnection: run.tps / clients, latencyMs: lat, ...statementsOf(script) });
+          log(`network ${target} ms, ${clients} client(s), ${variant}: ${(run.tps / clients).toFixed(0)} logins/s per connection, p50 ${lat.p50.toFixed(2)} ms, p99 ${lat.p99.toFixed(2)} ms`);
+        }
+      }
+    }
+    // Aleph's whole OAuth callback, with and without the plugin, direct and at ~0.5 ms.
+    // (At toy size only at ~0.5 ms: each cell starts a Python process, whose imports alone take a second.)
+    for (const target of ROUND_TRIPS_MS.filter((t) => (toy ? t === 0.5 : t <= 0.5))) {
+      const tuned = roundTrips.find((t) => t.targetMs === target && t.clients === 1)!;
+      if (target > 0) await proxy.setDelay(tuned.proxyDelayMs!);
+      const rttUrl = target === 0 ? url : proxy.url;
+      const rtt = (await pgbench(rttUrl, "rtt-callback", "select 1;\n", { clients: 1, seconds: 1 })).latencyAverageMs;
+      for (const c of await alephCallback(url, target === 0 ? null : proxy.url)) callbacks.push({ ...c, targetMs: target, rttMs: rtt });
+      log(`network ${target} ms: Aleph's callback measured (select 1 ${rtt.toFixed(3)} ms)`);
+    }
+  } finally {
+    await proxy.stop();
+  }
+  return { roundTrips, cells, callbacks };
+}
+
+/**
+ * Aleph 4.1's whole OAuth callback (the stand-in of python/tests, run by
+ * aleph_callback.py in the harness's virtual environment), plugin off and
+ * on, nothing changed and one group changed, 1 and 4 connections.
+ */
+async function alephCallback(url: string, proxyUrl: string | null): Promise<Omit<CallbackCell, "targetMs" | "rttMs">[]> {
+  let python = venvPython();
+  if (!python) {
+    const problem = await preparePython(log);
+    if (problem) throw new Error(`the whole-callback logins need Python: ${problem}`);
+    python = venvPython()!;
+  }
+  const args = [
+    fileURLToPath(new URL("./aleph_callback.py", import.meta.url)),
+    "--admin-url", url,
+    ...(proxyUrl ? ["--through", new URL(proxyUrl).host] : []),
+    "--seconds", String(SIZE.seconds),
+    "--users", String(toy ? 40 : 400),
+  ];
+  const out = await $({ nothrow: true, env: { ...process.env, ROLESYNC_BIN: path.join(packageRoot, "dist", "bin.js") } })`${python} ${args}`;
+  if (out.exitCode !== 0) throw new Error(`aleph_callback.py failed (exit ${out.exitCode}):\n${out.stdout}\n${out.stderr}`);
+  return (JSON.parse(out.stdout.trim().split("\n").at(-1)!) as { cells: Omit<CallbackCell, "targetMs" | "rttMs">[] }).cells;
+}
 
 /* ---------------------------------------------------------------- dataset */
 
@@ -499,6 +676,9 @@ try {
   const bloated = await bloat(server, base);
   // 5. The migration of a dirty table.
   const mig = await migration(server);
+  // 6. Across a network: last, since its ORM and plugin logins leave dead rows the sections above would meet.
+  log("network: a delaying proxy between pgbench and the server (scripts/bench/delay_proxy.py)");
+  const net = await network(url, defines);
 
   /* Write the results, then the report from them. */
   const { writerWaitsMs, writerWaitsBeforeMs, ...migrated } = mig;
@@ -527,13 +707,14 @@ try {
     },
     server: { kind: server.kind, settings },
     commands,
-    scripts: { ...SQL, carefulFunction: CAREFUL_SYNC },
+    scripts: { ...SQL, carefulFunction: CAREFUL_SYNC, alephLogin: ALEPH_ORM_LOGIN, pluginLogin: PLUGIN_LOGIN },
     noop,
     changed,
     contention,
     fresh: fresh as BenchResults["fresh"],
     bloat: bloated as BenchResults["bloat"],
     migration: { ...migrated, writerWaitsBeforeMs: latencies(writerWaitsBeforeMs), writerWaitsMs: latencies(writerWaitsMs) },
+    network: net,
   };
   mkdirSync(outDir, { recursive: true });
   writeFileSync(path.join(outDir, "benchmarks.json"), JSON.stringify(results, null, 2) + "\n");

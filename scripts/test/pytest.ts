@@ -96,6 +96,11 @@ function readJunit(file: string): Junit {
   return { tests: attr("tests"), failures: attr("failures"), errors: attr("errors"), skipped: attr("skipped"), files: files.size };
 }
 
+/** The venv's python, for the bench's whole-callback logins; ready once preparePython() has run (here or in an earlier run). */
+export function venvPython(): string | null {
+  return existsSync(bin("python")) && existsSync(path.join(VENV, ".rolesync-requirements")) ? bin("python") : null;
+}
+
 let prepared: Promise<string | null> | undefined;
 
 /**
