@@ -156,9 +156,12 @@ function changed(before: Map<string, string>, after: Map<string, string>): strin
   return [...names].filter((n) => before.get(n) !== after.get(n)).sort();
 }
 
-/** Differences that are the key's or the archive's, which uninstall keeps by design. */
+/**
+ * Differences that are the key's or the archive's, which uninstall keeps by design
+ * (on 18 the key's NOT NULL columns are catalogued as constraints too: role_membership_group_id_not_null, ...).
+ */
 const KEY_OR_ARCHIVE =
-  /role_membership_removed|rolesync_role_membership_key|role_membership_pkey|role_membership_not_null|^schema rolesync$|^rolesync; Type: SCHEMA;|^role_membership; Type: TABLE; Schema: public/;
+  /role_membership_removed|rolesync_role_membership_key|role_membership_pkey|role_membership(_group_id|_member_id)?_not_null|^schema rolesync$|^rolesync; Type: SCHEMA;|^role_membership; Type: TABLE; Schema: public/;
 
 /**
  * Privileges on Aleph's objects, directly from the catalog. An ACL that was
