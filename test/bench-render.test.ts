@@ -8,7 +8,7 @@ import { expect, test } from "vitest";
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { packageRoot } from "../src/migrate.ts";
-import { NETWORK_VARIANTS, TARGETS, chart, markdown, networkChart, targets, type BenchResults } from "../scripts/bench/bench-render.ts";
+import { NETWORK_VARIANTS, TARGETS, chart, markdown, networkChart, scaleChart, targets, type BenchResults } from "../scripts/bench/bench-render.ts";
 
 const docs = path.join(packageRoot, "docs");
 const results = JSON.parse(readFileSync(path.join(docs, "benchmarks.json"), "utf8")) as BenchResults;
@@ -19,6 +19,9 @@ test("docs/benchmarks.md and .svg are the renderer's output for docs/benchmarks.
   const network = path.join(docs, "benchmarks-network.svg");
   if (results.network) expect(readFileSync(network, "utf8")).toBe(networkChart(results.network));
   else expect(existsSync(network)).toBe(false);
+  const scale = path.join(docs, "benchmarks-scale.svg");
+  if (results.scale) expect(readFileSync(scale, "utf8")).toBe(scaleChart(results.scale));
+  else expect(existsSync(scale)).toBe(false);
 });
 
 test("no two legend labels of either chart overlap", () => {
@@ -31,6 +34,12 @@ test("no two legend labels of either chart overlap", () => {
     // The network chart's legend is a column: one row per variant, 22 px apart.
     const ys = [...networkChart(results.network).matchAll(/<line x1="\d+" x2="\d+" y1="([\d.]+)" y2="[\d.]+" stroke="[^"]+" stroke-width="3"\/>/g)].map((m) => Number(m[1]));
     expect(ys.length).toBe(NETWORK_VARIANTS.length);
+    for (let i = 0; i + 1 < ys.length; i++) expect(ys[i + 1] - ys[i]).toBeGreaterThanOrEqual(18);
+  }
+  if (results.scale) {
+    // So is the scale chart's: one row per login.
+    const ys = [...scaleChart(results.scale).matchAll(/<line x1="\d+" x2="\d+" y1="([\d.]+)" y2="[\d.]+" stroke="[^"]+" stroke-width="3"\/>/g)].map((m) => Number(m[1]));
+    expect(ys.length).toBe(3);
     for (let i = 0; i + 1 < ys.length; i++) expect(ys[i + 1] - ys[i]).toBeGreaterThanOrEqual(18);
   }
 });

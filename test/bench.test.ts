@@ -23,7 +23,7 @@ test("the bench runs every case at toy size and writes its results, report and c
     expect(results.toy).toBe(true);
     expect(results.noop).toHaveLength(2);
     const md = readFileSync(path.join(out, "benchmarks.md"), "utf8");
-    for (const heading of ["## Targets", "## 1. No-op login", "## 2. Changed login", "## 3. Contention", "## 4. Bloat", "## 5. Migration", "## 6. Across a network", "## The machine and the commands"]) {
+    for (const heading of ["## Targets", "## 1. No-op login", "## 2. Changed login", "## 3. Contention", "## 4. Bloat", "## 5. Migration", "## 6. Across a network", "## 7. At real table sizes", "## The machine and the commands"]) {
       expect(md).toContain(heading);
     }
     expect(md).toContain("at toy size");
@@ -57,6 +57,35 @@ test("the bench runs every case at toy size and writes its results, report and c
     const networkSvg = readFileSync(path.join(out, "benchmarks-network.svg"), "utf8");
     expect(networkSvg).toContain("the plugin's login");
 
+    // The scale curve: every size and shape, each login measured; the migration at each size, no failed login.
+    const scale = results.scale as {
+      sizes: number[];
+      shapes: number[];
+      points: { memberships: number; groupsPerUser: number; users: number; reads: { runs: Record<string, { tps: number; rowWrites: number }[]> }; changed: { runs: Record<string, { tps: number; rowWrites: number }[]> } }[];
+      migrations: { memberships: number; writerErrors: string[]; writerWaitsMs: { count: number }; longestWaitStep: string | null }[];
+    };
+    expect(scale.sizes).toEqual([10_000, 50_000]);
+    expect(scale.shapes).toEqual([5, 50]);
+    expect(scale.points.map((p) => [p.memberships, p.groupsPerUser, p.users])).toEqual([
+      [10_000, 5, 2_000], [10_000, 50, 200], [50_000, 5, 10_000], [50_000, 50, 1_000],
+    ]);
+    for (const p of scale.points) {
+      for (const run of [...p.reads.runs.limit, ...p.reads.runs.sync, ...p.changed.runs.changed]) expect(run.tps).toBeGreaterThan(0);
+      // The no-op writes nothing at any size; the changed login writes.
+      for (const run of p.reads.runs.sync) expect(run.rowWrites).toBe(0);
+      for (const run of p.changed.runs.changed) expect(run.rowWrites).toBeGreaterThan(0);
+    }
+    expect(scale.migrations.map((m) => m.memberships)).toEqual([10_000, 50_000]);
+    for (const m of scale.migrations) {
+      expect(m.writerErrors).toEqual([]);
+      expect(m.writerWaitsMs.count).toBeGreaterThan(0);
+      expect(m.longestWaitStep).toMatch(/^0000\d\d-/);
+    }
+    expect(md).toMatch(/\| The no-op login's cost from 10k to 50k memberships grows ≤ 1\.5×, 5 groups per user \| [\d.]+× \(\d+ → \d+ µs\) \|/);
+    expect(md).toMatch(/\| Migration of a dirty 50k-row table: the legacy writer's longest wait grows by ≤ 250 ms \| \d+ ms before, \d+ ms during/);
+    const scaleSvg = readFileSync(path.join(out, "benchmarks-scale.svg"), "utf8");
+    expect(scaleSvg).toContain("50 groups per user");
+
     // Rendering again from the JSON alone, without measuring, gives the same files.
     copyFileSync(path.join(out, "benchmarks.json"), path.join(rendered, "benchmarks.json"));
     const render = await runNode(path.join(packageRoot, "scripts", "bench", "bench-render.ts"), ["--out", rendered], {});
@@ -64,11 +93,12 @@ test("the bench runs every case at toy size and writes its results, report and c
     expect(readFileSync(path.join(rendered, "benchmarks.md"), "utf8")).toBe(md);
     expect(readFileSync(path.join(rendered, "benchmarks.svg"), "utf8")).toBe(svg);
     expect(readFileSync(path.join(rendered, "benchmarks-network.svg"), "utf8")).toBe(networkSvg);
+    expect(readFileSync(path.join(rendered, "benchmarks-scale.svg"), "utf8")).toBe(scaleSvg);
   } finally {
     rmSync(out, { recursive: true, force: true });
     rmSync(rendered, { recursive: true, force: true });
   }
-}, 300_000);
+}, 420_000);
 
 test("`--pg` outside 10 to 18 or an unknown argument: one line, exit 1, before any server or temp folder", async () => {
   const before = readdirSync(os.tmpdir()).filter((f) => f.startsWith("rolesync-bench-")).length;

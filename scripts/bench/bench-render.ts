@@ -143,6 +143,43 @@ export interface BenchResults {
     /** Aleph's whole OAuth callback, plugin off and on. */
     callbacks: CallbackCell[];
   };
+  /** 7. At real table sizes: each size and shape in a database of its own, and the migration at each size. */
+  scale?: {
+    /** Groups in every dataset. */
+    groups: number;
+    /** Memberships, smallest first, and groups per user. */
+    sizes: number[];
+    shapes: number[];
+    points: ScalePoint[];
+    migrations: ScaleMigration[];
+  };
+}
+
+/** One table size and shape: the bare read and the no-op sync (alternated), and a changed login, at 2 clients. */
+export interface ScalePoint {
+  memberships: number;
+  groupsPerUser: number;
+  users: number;
+  loadSeconds: number;
+  bytes: { heap: number; pkey: number; groupIdx: number };
+  /** limit and sync. */
+  reads: Compared;
+  /** changed. */
+  changed: Compared;
+}
+
+/** The migration of a dirty legacy table of one size beside the legacy writer. */
+export interface ScaleMigration {
+  memberships: number;
+  duplicates: number;
+  nullRows: number;
+  seconds: number;
+  steps: { name: string; seconds: number }[];
+  writerWaitsBeforeMs: Latencies;
+  writerWaitsMs: Latencies;
+  /** The step running when the writer's longest wait during the migration began. */
+  longestWaitStep: string | null;
+  writerErrors: string[];
 }
 
 /* ----------------------------------------------------------------- report */
@@ -173,6 +210,10 @@ export const TARGETS = {
   networkPluginVsAleph: 5,
   /** The round trip the network targets are checked at, in ms. */
   networkRoundTripMs: 0.5,
+  /** A login's cost (a connection's time per login) at the largest size over the smallest, at most. */
+  scaleCostGrowth: 1.5,
+  /** At the largest size, what the migration adds to the legacy writer's longest wait, at most, in ms. */
+  scaleWriterWaitAddedMs: 250,
 } as const;
 
 /** The network cells' variants, in the report's order, with what each is. */
@@ -201,18 +242,32 @@ function networkTargets(n: Network): { target: string; measured: string; met: bo
     const rtt = `at ${limit.rttMs.toFixed(2)} ms`;
     const conn = `${clients} connection${clients > 1 ? "s" : ""}`;
     const noop = sync.perConnection / limit.perConnection;
+    // A connection's time per login, in µs, and what the sync adds to the bare read's.
+    const us = (c: NetworkCell) => 1e6 / c.perConnection;
+    const one = (v: string) => cellOf(n, at, 1, v);
+    const extra = us(sync) - us(limit);
+    const extra1 = one("sync") && one("limit") ? us(one("sync")!) - us(one("limit")!) : null;
     rows.push({
       target: `Across a network (~${at} ms): no-op login ≥ ${TARGETS.networkNoopVsLimit}× the bare read's rate per connection (${conn})`,
       measured: `${noop.toFixed(2)}× ${rtt}`,
       met: noop >= TARGETS.networkNoopVsLimit,
-      why: "both are one round trip; what is left is the sync's CPU (the member lock and the validating read) on 2 cores shared with pgbench and the proxy (section 6)",
+      why:
+        `both are one round trip; what is left is the sync's own work in the server (the member lock, the validating read), ${extra.toFixed(0)} µs more per login than the bare read's, ${((100 * extra) / us(sync)).toFixed(0)}% of a login here` +
+        (clients > 1 && extra1 !== null
+          ? `; at ${clients} connections the server processes, pgbench and the proxy share 2 cores, so that work waits for a core (${extra1.toFixed(0)} µs at 1 connection) (section 6)`
+          : " (section 6)"),
     });
     const ch = changed.perConnection / diff.perConnection;
+    const saved = us(diff) - us(changed);
     rows.push({
       target: `Across a network (~${at} ms): changed login ≥ ${TARGETS.networkChangedVsDiff}× the client-side diff (${conn})`,
       measured: `${ch.toFixed(2)}× ${rtt}`,
       met: ch >= TARGETS.networkChangedVsDiff,
-      why: `the diff sends ${diff.roundTrips} round trips to the sync's ${changed.roundTrips}; at this round trip the server's work is a large share of each, so the ratio stays below the round trips' (section 6)`,
+      why:
+        `the sync saves the diff ${diff.roundTrips - changed.roundTrips} of its ${diff.roundTrips} round trips (${(saved / 1000).toFixed(2)} ms a login), but both pay the commit's WAL flush` +
+        (clients > 1 && one("changed")
+          ? `, on which ${clients} connections' commits queue: the changed login took ${(us(one("changed")!) / 1000).toFixed(2)} ms at 1 connection and ${(us(changed) / 1000).toFixed(2)} ms at ${clients} (section 6)`
+          : `: the changed login took ${(us(changed) / 1000).toFixed(2)} ms against the bare read's ${(us(limit) / 1000).toFixed(2)} ms (section 6)`),
     });
   }
   for (const clients of [1, 4]) {
@@ -222,15 +277,19 @@ function networkTargets(n: Network): { target: string; measured: string; met: bo
       const on = cb("on"), off = cb("off");
       if (!on || !off) continue;
       const ratio = on.perConnection / off.perConnection;
+      // The same login with no network: what the callback's Python costs with no round trip to wait for.
+      const direct = n.callbacks.find((c) => c.targetMs === 0 && c.connections === clients && c.case === kase && c.plugin === "on");
+      const roundTripsSaved = `the ${off.statements - on.statements} round trips it saves are ${(((off.statements - on.statements) * on.rttMs)).toFixed(1)} ms a login at ${on.rttMs.toFixed(2)} ms each`;
       rows.push({
         target: `Across a network (~${at} ms): Aleph's whole OAuth callback with the plugin ≥ ${TARGETS.networkPluginVsAleph}× without it, user and 5 groups, ${kase === "noop" ? "nothing changed" : "one group changed"} (${clients} connection${clients > 1 ? "s" : ""})`,
         measured: `${ratio.toFixed(2)}× at ${on.rttMs.toFixed(2)} ms (${on.statements} statements against ${off.statements})`,
         met: ratio >= TARGETS.networkPluginVsAleph,
         why:
-          clients > 1
-            ? "the callback is Python: 4 threads share one interpreter lock and 2 cores with the server and the proxy, so Flask's and SQLAlchemy's own work, the same with the plugin and without, sets the pace, not the round trips (section 6)"
-            : "what is left of the plugin's login is Flask's and SQLAlchemy's own work in the callback, the same with the plugin and without; the round trips it saves are " +
-              `${off.statements - on.statements} of ${off.statements} (section 6)`,
+          (direct
+            ? `the callback's own Python (Flask's request, SQLAlchemy's session, the plugin) is most of what is left: with no network the plugin's login took ${direct.p50.toFixed(1)} ms (p50) of its ${on.p50.toFixed(1)} here; `
+            : "the callback's own Python (Flask's request, SQLAlchemy's session, the plugin) is most of what is left; ") +
+          roundTripsSaved +
+          (clients > 1 ? `; ${clients} threads share one interpreter lock and 2 cores with the server and the proxy (section 6)` : " (section 6)"),
       });
     }
   }
@@ -306,7 +365,60 @@ export function targets(r: BenchResults): { target: string; measured: string; me
       why: "",
     },
     ...(r.network ? networkTargets(r.network) : []),
+    ...(r.scale ? scaleTargets(r.scale, r.server.settings) : []),
   ];
+}
+
+type Scale = NonNullable<BenchResults["scale"]>;
+/** A connection's time per login, in µs: 2 clients over the median rate. */
+const costUs = (c: Compared, v: string) => (1e6 * c.clients) / tpsOf(c, v);
+const pointOf = (s: Scale, memberships: number, shape: number) => s.points.find((p) => p.memberships === memberships && p.groupsPerUser === shape);
+const mib = (bytes: number) => bytes / 1048576;
+const sizeLabel = (n: number) => (n >= 1e6 ? `${n / 1e6}M` : n >= 1e3 ? `${n / 1e3}k` : String(n));
+
+/** The scale targets: each login's cost growth from the smallest size to the largest, and the writer's added wait at the largest. */
+function scaleTargets(s: Scale, settings: BenchResults["server"]["settings"]): { target: string; measured: string; met: boolean | null; why: string }[] {
+  const small = Math.min(...s.sizes), large = Math.max(...s.sizes);
+  const rows: { target: string; measured: string; met: boolean | null; why: string }[] = [];
+  const sb = settings.find((x) => x.name === "shared_buffers");
+  const sharedMiB = sb ? (Number(sb.setting) * (sb.unit === "8kB" ? 8192 : 1)) / 1048576 : null;
+  for (const shape of s.shapes) {
+    const a = pointOf(s, small, shape), b = pointOf(s, large, shape);
+    if (!a || !b) continue;
+    const readGrowth = costUs(b.reads, "limit") / costUs(a.reads, "limit");
+    const indexMiB = mib(b.bytes.pkey + b.bytes.groupIdx);
+    for (const [label, c, v] of [["no-op", "reads", "sync"], ["changed", "changed", "changed"]] as const) {
+      const growth = costUs(b[c], v) / costUs(a[c], v);
+      rows.push({
+        target: `The ${label} login's cost from ${sizeLabel(small)} to ${sizeLabel(large)} memberships grows ≤ ${TARGETS.scaleCostGrowth}×, ${shape} groups per user`,
+        measured: `${growth.toFixed(2)}× (${costUs(a[c], v).toFixed(0)} → ${costUs(b[c], v).toFixed(0)} µs)`,
+        met: growth <= TARGETS.scaleCostGrowth,
+        why:
+          sharedMiB !== null && indexMiB > sharedMiB
+            ? `the bare read grew ${readGrowth.toFixed(2)}× too: at ${sizeLabel(large)} the two indexes take ${indexMiB.toFixed(0)} MiB against ${sharedMiB.toFixed(0)} MiB of shared_buffers, so a random user's lookups leave PostgreSQL's cache for the OS's (section 7)`
+            : `the indexes (${indexMiB.toFixed(0)} MiB at ${sizeLabel(large)}) fit in shared_buffers, so the cache does not explain it; the bare read moved ${readGrowth.toFixed(2)}×, and what is left is this shared machine's noise between runs (section 7)`,
+      });
+    }
+  }
+  const m = s.migrations.find((x) => x.memberships === large);
+  if (m) {
+    const added = m.writerWaitsMs.max - m.writerWaitsBeforeMs.max;
+    rows.push({
+      target: `Migration of a dirty ${sizeLabel(large)}-row table: the legacy writer's longest wait grows by ≤ ${TARGETS.scaleWriterWaitAddedMs} ms`,
+      measured: `${m.writerWaitsBeforeMs.max.toFixed(0)} ms before, ${m.writerWaitsMs.max.toFixed(0)} ms during: ${added >= 0 ? "+" : ""}${added.toFixed(0)} ms${m.longestWaitStep ? ` (in ${m.longestWaitStep})` : ""}`,
+      met: added <= TARGETS.scaleWriterWaitAddedMs,
+      why: writerWaitWhy(m.longestWaitStep),
+    });
+  }
+  return rows;
+}
+
+/** Why the writer's longest wait fell where it did, by the step running when it began. */
+function writerWaitWhy(step: string | null): string {
+  if (step?.startsWith("000002")) {
+    return "it fell in 000002, the concurrent build of the group index, which waits for no writer and blocks none: until that index exists each legacy login scans the whole table, and the build (its sort with max_parallel_maintenance_workers = 2) shares the 2 cores with those scans, so one scan takes up to twice as long as before the migration (section 7)";
+  }
+  return `it fell in ${step ?? "no step"}: a step's strong lock waits for the writer's running login, and the writer's next login queues behind it for at most the lock's timeout (1 s) (section 7)`;
 }
 
 /** Section 6 of the report: the round trips each cell had, then each variant at each. */
@@ -365,6 +477,50 @@ ${(scripts.alephLogin ?? "").trim()}
 -- the plugin's login, as the Aleph 4.1 callback sends it
 ${(scripts.pluginLogin ?? "").trim()}
 \`\`\`
+`;
+}
+
+/** Section 7 of the report: the scale curve, then the migration at each size. */
+function scaleSection(s: Scale, seconds: number, rounds: number): string {
+  const small = Math.min(...s.sizes);
+  const tables = s.shapes
+    .map((shape) => {
+      const base = pointOf(s, small, shape);
+      const rows = s.sizes
+        .map((n) => {
+          const p = pointOf(s, n, shape);
+          if (!p) return "";
+          const total = p.bytes.heap + p.bytes.pkey + p.bytes.groupIdx;
+          const growth = (v: string, c: Compared, b: Compared | undefined) => (b ? ` (${(costUs(c, v) / costUs(b, v)).toFixed(2)}×)` : "");
+          return `| ${p.memberships.toLocaleString("en")} | ${p.users.toLocaleString("en")} | ${mib(total).toFixed(0)} MiB (${(total / p.memberships).toFixed(0)} B each) | ${costUs(p.reads, "limit").toFixed(0)}${growth("limit", p.reads, base?.reads)} | ${costUs(p.reads, "sync").toFixed(0)}${growth("sync", p.reads, base?.reads)} | ${costUs(p.changed, "changed").toFixed(0)}${growth("changed", p.changed, base?.changed)} | ${(tpsOf(p.reads, "sync") / tpsOf(p.reads, "limit")).toFixed(2)}× |`;
+        })
+        .join("\n");
+      return `**${shape} groups per user**
+
+| Memberships | Users | Table and indexes | Bare read, µs/login | No-op sync, µs/login | Changed login, µs/login | No-op ÷ bare read (rate) |
+| ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+${rows}`;
+    })
+    .join("\n\n");
+  const migs = s.migrations
+    .map((m) => {
+      const added = m.writerWaitsMs.max - m.writerWaitsBeforeMs.max;
+      return `| ${m.memberships.toLocaleString("en")} | ${m.seconds.toFixed(1)} | ${m.writerWaitsBeforeMs.p50.toFixed(1)} | ${m.writerWaitsBeforeMs.max.toFixed(0)} | ${m.writerWaitsMs.p50.toFixed(1)} | ${m.writerWaitsMs.max.toFixed(0)} | ${added >= 0 ? "+" : ""}${added.toFixed(0)} | ${m.longestWaitStep ?? ""} | ${m.writerErrors.length} |`;
+    })
+    .join("\n");
+  return `## 7. At real table sizes
+
+![A connection's time per login against the table's size](benchmarks-scale.svg)
+
+Each size and shape is loaded into a database of its own (the migrated schema, ${s.groups.toLocaleString("en")} groups, each user's groups spread over them), vacuumed and checkpointed. Then, at 2 clients: the bare read and the no-op sync of a random user, alternated (${rounds} rounds of ${seconds} s, medians), and a changed login (one group swapped) by each client walking its own slice of users twice, so that every run leaves them as it found them. A login's cost is a connection's time per login: 2 clients over the rate. The growth in brackets is against the smallest size.
+
+${tables}
+
+**The migration at each size**: a legacy table (Aleph's pre-4.1 shape, 5 groups per user) made dirty as in section 5 (1% of the pairs duplicated, 1,000 NULL rows), migrated once beside the legacy writer of section 5, which runs alone for ${seconds} s first. Before the migration the table has no index, so each of the writer's logins scans it whole; the number users feel is how much longer their longest wait gets while the migration runs.
+
+| Memberships | Migration, s | Writer before: p50 ms | max ms | during: p50 ms | max ms | Added, ms | Step of the longest wait | Failed logins |
+| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |
+${migs}
 `;
 }
 
@@ -461,7 +617,7 @@ ${mig.writerErrors.length ? `The writer's failed logins during the migration: ${
 
 Where the time goes beyond the plain build: staying online costs concurrent index builds (the group index, which the guard's duplicate check needs before the key exists, and the key's index), and a concurrent build scans the table twice and waits for older snapshots, while the baseline is one non-concurrent build that blocks every writer while it runs. The dedupe (one index-only pass over the group index, then only the duplicated pairs' rows) and the NOT NULL validation (one sequential scan) are the remainder. What was done about it: the first draft of the dedupe, a window over the whole table, took 20 s of a 33 s migration on this table (the current one is 000005's row above); rolesync's own key index (000010), which only an Aleph before 4.1 keeps, is no longer built where the primary key stays (it was 3.2 s of 12.2 s here); the runner gives its builds \`maintenance_work_mem = ${mig.maintenanceWorkMem}\` (\`--maintenance-work-mem\`), measured once on this machine at 64MB → 256MB: a concurrent build 4.6 s → 3.5 s, a plain one 2.9 s → 2.5 s; the plain build above gets the same memory. Beside the writer, the group index build (000002) shares the 2 cores with the writer's sequential scans, which end once that index exists. The writer's longest wait during the migration is a strong lock's \`lock_timeout\` (1 s) at most; before it, on the unindexed table, every legacy login scans the whole table.
 
-${r.network ? networkSection(r.network, r.scripts, r.size.seconds) + "\n" : ""}## The machine and the commands
+${r.network ? networkSection(r.network, r.scripts, r.size.seconds) + "\n" : ""}${r.scale ? scaleSection(r.scale, r.size.seconds, r.size.rounds) + "\n" : ""}## The machine and the commands
 
 - ${r.machine.cpus} × ${r.machine.cpuModel ?? "CPU"}, ${(r.machine.totalMemBytes / 2 ** 30).toFixed(0)} GiB RAM, ${r.machine.osType} ${r.machine.osRelease}, Node ${r.machine.node}
 - PostgreSQL: ${r.server.kind === "embedded" ? "the embedded server `npm test` uses, durable settings" : "DATABASE_URL's server"}
@@ -586,17 +742,72 @@ export function networkChart(n: Network): string {
   return parts.join("\n") + "\n";
 }
 
+/**
+ * docs/benchmarks-scale.svg: a connection's time per login (µs) against the
+ * table's size (log scale), a line per login, solid at 5 groups per user
+ * and dashed at 50. The legend is a column of its own at the right.
+ */
+export function scaleChart(s: Scale): string {
+  const W = 900, H = 420, left = 70, top = 50, bottom = 50, legendW = 250;
+  const right = W - legendW;
+  const logins = [
+    ["limit", "reads", "bare read (the limit)", "#9e9e9e"],
+    ["sync", "reads", "no-op sync", "#2e7d32"],
+    ["changed", "changed", "changed login, sync", "#66bb6a"],
+  ] as const;
+  const costs = s.points.flatMap((p) => logins.map(([v, c]) => costUs(p[c], v)));
+  const step = [10, 20, 50, 100, 200, 500, 1000, 2000].find((t) => (Math.max(...costs) * 1.1) / t <= 8) ?? 5000;
+  const top_ = Math.ceil((Math.max(...costs) * 1.1) / step) * step;
+  const lo = Math.log10(Math.min(...s.sizes)), hi = Math.log10(Math.max(...s.sizes));
+  const x = (n: number) => left + 20 + ((Math.log10(n) - lo) / Math.max(hi - lo, 1e-9)) * (right - left - 60);
+  const y = (us: number) => top + (H - top - bottom) * (1 - us / top_);
+  const parts: string[] = [];
+  parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`);
+  parts.push(`<text x="${W / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">A connection's time per login (µs, 2 clients), against the table's size</text>`);
+  for (let v = 0; v <= top_; v += step) {
+    parts.push(`<line x1="${left}" x2="${right - 20}" y1="${y(v)}" y2="${y(v)}" stroke="#ddd"/>`);
+    parts.push(`<text x="${left - 8}" y="${y(v) + 4}" text-anchor="end">${v}</text>`);
+  }
+  for (const n of s.sizes) {
+    parts.push(`<line x1="${x(n)}" x2="${x(n)}" y1="${top}" y2="${H - bottom}" stroke="#eee"/>`);
+    parts.push(`<text x="${x(n)}" y="${H - bottom + 16}" text-anchor="middle">${sizeLabel(n)}</text>`);
+  }
+  parts.push(`<text x="${(left + right) / 2}" y="${H - 12}" text-anchor="middle">memberships in the table (log scale)</text>`);
+  for (const [v, c, , color] of logins) {
+    for (const [shape, dash] of s.shapes.map((sh, i) => [sh, i ? ' stroke-dasharray="6,4"' : ""] as const)) {
+      const pts = s.points.filter((p) => p.groupsPerUser === shape).sort((a, b) => a.memberships - b.memberships);
+      if (!pts.length) continue;
+      parts.push(`<polyline fill="none" stroke="${color}" stroke-width="2"${dash} points="${pts.map((p) => `${x(p.memberships).toFixed(1)},${y(costUs(p[c], v)).toFixed(1)}`).join(" ")}"/>`);
+      for (const p of pts) parts.push(`<circle cx="${x(p.memberships).toFixed(1)}" cy="${y(costUs(p[c], v)).toFixed(1)}" r="3" fill="${color}"/>`);
+    }
+  }
+  let ly = top + 4;
+  for (const [, , name, color] of logins) {
+    parts.push(`<line x1="${right + 10}" x2="${right + 34}" y1="${ly}" y2="${ly}" stroke="${color}" stroke-width="3"/><text x="${right + 42}" y="${ly + 4}">${name}</text>`);
+    ly += 22;
+  }
+  ly += 8;
+  for (const [i, shape] of s.shapes.entries()) {
+    parts.push(`<line x1="${right + 10}" x2="${right + 34}" y1="${ly}" y2="${ly}" stroke="#555" stroke-width="2"${i ? ' stroke-dasharray="6,4"' : ""}/><text x="${right + 42}" y="${ly + 4}">${shape} groups per user</text>`);
+    ly += 22;
+  }
+  parts.push("</svg>");
+  return parts.join("\n") + "\n";
+}
+
 /** Reads DIR/benchmarks.json; writes DIR/benchmarks.md and its charts. Returns their paths. */
-export function renderReport(outDir: string): { md: string; svg: string; networkSvg: string | null } {
+export function renderReport(outDir: string): { md: string; svg: string; networkSvg: string | null; scaleSvg: string | null } {
   const r = JSON.parse(readFileSync(path.join(outDir, "benchmarks.json"), "utf8")) as BenchResults;
   const files = {
     md: path.join(outDir, "benchmarks.md"),
     svg: path.join(outDir, "benchmarks.svg"),
     networkSvg: r.network ? path.join(outDir, "benchmarks-network.svg") : null,
+    scaleSvg: r.scale ? path.join(outDir, "benchmarks-scale.svg") : null,
   };
   writeFileSync(files.md, markdown(r));
   writeFileSync(files.svg, chart(r.noop));
   if (files.networkSvg && r.network) writeFileSync(files.networkSvg, networkChart(r.network));
+  if (files.scaleSvg && r.scale) writeFileSync(files.scaleSvg, scaleChart(r.scale));
   return files;
 }
 
@@ -611,7 +822,8 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
   }
   try {
     const files = renderReport(outDir);
-    console.log(`[bench:render] wrote ${files.md} and ${path.basename(files.svg)} from ${path.join(outDir, "benchmarks.json")}`);
+    const charts = [files.svg, files.networkSvg, files.scaleSvg].filter((f): f is string => f !== null).map((f) => path.basename(f));
+    console.log(`[bench:render] wrote ${files.md} and ${charts.join(", ")} from ${path.join(outDir, "benchmarks.json")}`);
   } catch (e) {
     console.error(`[bench:render] failed: ${(e as Error).message}`);
     process.exit(1);

@@ -1,16 +1,19 @@
 /*
  * `npm run bench`: sync_role_memberships against the physical limit and
- * against the legacy path, measured side by side with pgbench, and the
- * migration of a dirty 5,000,000-row table against a plain index build.
- * Writes the measurements to docs/benchmarks.json, then renders
- * docs/benchmarks.md and docs/benchmarks.svg from them (scripts/bench/bench-render.ts,
- * also `npm run bench:render`, which renders again without measuring).
+ * against the legacy path, measured side by side with pgbench; the
+ * migration of a dirty 5,000,000-row table against a plain index build;
+ * every login across a network (a delaying proxy), Aleph's whole callback
+ * with the plugin off and on; and the scale curve, 10^5 to 10^7
+ * memberships. Writes the measurements to docs/benchmarks.json, then
+ * renders docs/benchmarks.md and its three charts from them
+ * (scripts/bench/bench-render.ts, also `npm run bench:render`, which
+ * renders again without measuring).
  *
  * These machines are shared and noisy: absolute numbers are context, ratios
  * are the result. Each comparison alternates its variants (A B C A B C ...)
  * within one process and reports medians.
  *
- *   npm run bench                 # full size, about 8 minutes on 2 cores
+ *   npm run bench                 # full size, about 30 minutes on 2 cores
  *   npm run bench -- --toy        # tiny sizes, seconds (what the test runs)
  *   npm run bench -- --out DIR    # write the results and the report elsewhere
  */
@@ -162,8 +165,13 @@ async function pgbench(
 
 // Group k of user u: state A uses k = 0..4; state B swaps k = 4 for k = 5.
 const groupOf = (k: string) => `1 + (:uid * 7 + ${k} * 131) % :groups`;
-const setGroups = (k4: string) =>
-  [0, 1, 2, 3].map((k) => `\\set g${k} ${groupOf(String(k))}`).join("\n") + `\n\\set g4 ${groupOf(k4)}\n`;
+/** The member's n groups as pgbench variables g0 … g(n-1), the last one's k given (state A: n - 1). */
+const groupVars = (n: number, last: string) =>
+  Array.from({ length: n }, (_, k) => `\\set g${k} ${groupOf(k === n - 1 ? last : String(k))}`).join("\n") + "\n";
+const setGroups = (k4: string) => groupVars(GROUPS_PER_USER, k4);
+/** The no-op or changed sync of n groups (the g variables above). */
+const syncOf = (n: number) =>
+  `select added, removed from sync_role_memberships(:uid, array[${Array.from({ length: n }, (_, k) => `:g${k}`).join(", ")}]::int[]);\n`;
 const randomUser = `\\set uid random(:first_user, :last_user)\n`;
 // Changed logins: each client walks its own slice of users twice, flipping each between A and B.
 const walkSlice = `\\set n :n + 1
@@ -172,6 +180,12 @@ const walkSlice = `\\set n :n + 1
 \\set k4 5 - mod(:pass, 2)
 \\set old_k4 4 + mod(:pass, 2)
 \\set old_g ${groupOf(":old_k4")}
+`;
+/** The same walk for members of n groups: the last group flips between k = n - 1 (state A) and k = n (state B). */
+const walkSliceOf = (n: number) => `\\set n :n + 1
+\\set uid :first_user + :client_id * :slice + mod(:n - 1, :slice)
+\\set pass (:n - 1) / :slice
+\\set klast ${n} - mod(:pass, 2)
 `;
 
 const SQL = {
@@ -376,7 +390,7 @@ async function alephCallback(url: string, proxyUrl: string | null): Promise<Omit
 
 /* ---------------------------------------------------------------- dataset */
 
-async function loadDataset(url: string, users: number, groups: number) {
+async function loadDataset(url: string, users: number, groups: number, groupsPerUser = GROUPS_PER_USER) {
   await withClient(url, async (c) => {
     await c.query(
       `insert into role (foreign_id, name, type, is_admin, is_muted, is_blocked, is_tester)
@@ -392,8 +406,8 @@ async function loadDataset(url: string, users: number, groups: number) {
     await c.query("alter table role_membership disable trigger role_membership_guard");
     await c.query(
       `insert into role_membership (group_id, member_id)
-       select 1 + (u * 7 + k * 131) % $2, u from generate_series($2 + 1, $2 + $1) u, generate_series(0, 4) k`,
-      [users, groups],
+       select 1 + (u * 7 + k * 131) % $2, u from generate_series($2 + 1, $2 + $1) u, generate_series(0, $3 - 1) k`,
+      [users, groups, groupsPerUser],
     );
     await c.query("alter table role_membership enable trigger role_membership_guard");
     await c.query("vacuum analyze");
@@ -459,6 +473,135 @@ async function bloat(server: Server, template: string) {
   return result;
 }
 
+/** Users of the legacy tables the migrations run on: 1,000 groups, then the users, 5 groups each. */
+const LEGACY_GROUPS = 1000;
+
+/** Aleph's pre-4.1 tables with `users` users of 5 groups each; its foreign keys are dropped for the bulk load and put back, as a restore does. */
+async function loadLegacy(url: string, users: number) {
+  await withClient(url, async (c) => {
+    await c.query(ALEPH_SCHEMA);
+    await c.query(`alter table public.role_membership
+                     drop constraint role_membership_group_id_fkey, drop constraint role_membership_member_id_fkey`);
+    await c.query(
+      `insert into public.role (foreign_id, name, type, is_admin, is_muted, is_blocked, is_tester)
+       select 'group:g' || g, 'g' || g, 'group', false, false, false, false from generate_series(1, $1) g`,
+      [LEGACY_GROUPS],
+    );
+    await c.query(
+      `insert into public.role (foreign_id, name, type, is_admin, is_muted, is_blocked, is_tester)
+       select 'oidc:u' || u, 'u' || u, 'user', false, false, false, false from generate_series(1, $1) u`,
+      [users],
+    );
+    await c.query(
+      `insert into public.role_membership (group_id, member_id)
+       select 1 + (u * 7 + k * 131) % $2, $2 + u from generate_series(1, $1) u, generate_series(0, 4) k`,
+      [users, LEGACY_GROUPS],
+    );
+    await c.query(`alter table public.role_membership
+                     add constraint role_membership_group_id_fkey foreign key (group_id) references public.role (id),
+                     add constraint role_membership_member_id_fkey foreign key (member_id) references public.role (id)`);
+    await c.query("vacuum analyze");
+    await c.query("checkpoint");
+  });
+}
+
+/** The clean rows made dirty: 1% of the pairs duplicated, plus 1,000 NULL rows. */
+async function makeDirty(url: string): Promise<{ duplicates: number; nullRows: number }> {
+  return withClient(url, async (c) => {
+    const dup = await c.query(
+      "insert into public.role_membership select group_id, member_id from public.role_membership where member_id % 100 = 0",
+    );
+    const nul = await c.query(
+      `insert into public.role_membership
+       select null, 1000 + g from generate_series(1, 500) g union all select g, null from generate_series(1, 500) g`,
+    );
+    await c.query("checkpoint");
+    return { duplicates: dup.rowCount ?? 0, nullRows: nul.rowCount ?? 0 };
+  });
+}
+
+/**
+ * A writer doing Aleph's own legacy login for one user (delete the user's
+ * rows, insert them again) every 20 ms, until stopped. Each login's wait is
+ * kept with the moment it started (performance.now()); `phase` picks the
+ * list the next ones go to.
+ */
+function legacyWriter(url: string, member: number) {
+  const waits = { before: [] as { at: number; ms: number }[], during: [] as { at: number; ms: number }[] };
+  const errors: string[] = [];
+  let phase: keyof typeof waits = "before";
+  let writing = true;
+  const done = (async () => {
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    while (writing) {
+      const t = performance.now();
+      try {
+        await c.query("begin");
+        await c.query("delete from public.role_membership where member_id = $1", [member]);
+        await c.query(
+          "insert into public.role_membership (group_id, member_id) select 1 + ($1 * 7 + k * 131) % 1000, $1 from generate_series(0, 4) k",
+          [member],
+        );
+        await c.query("commit");
+        waits[phase].push({ at: t, ms: performance.now() - t });
+      } catch (e) {
+        errors.push((e as { code?: string }).code ?? (e as Error).message);
+        await c.query("rollback").catch(() => {});
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await c.end();
+  })();
+  return {
+    waits,
+    errors,
+    during: () => void (phase = "during"),
+    stop: async () => {
+      writing = false;
+      await done;
+    },
+  };
+}
+
+/**
+ * The migration of `cleanDb`'s rows made dirty, in a copy, beside the legacy
+ * writer: the writer alone for SIZE.seconds, then throughout the migration.
+ * Returns the migration's time and steps, the writer's waits, and the step
+ * that was running when the longest wait during it began.
+ */
+async function migrateBesideWriter(server: Server, cleanDb: string, users: number) {
+  const name = uniqueName("rolesync_bench_migrate");
+  const url = await createDatabase(server, name, cleanDb);
+  try {
+    const dirt = await makeDirty(url);
+    const writer = legacyWriter(url, LEGACY_GROUPS + users); // a real user: the FK holds
+    await new Promise((r) => setTimeout(r, SIZE.seconds * 1000));
+    writer.during();
+    const stepStarts: { name: string; at: number }[] = [];
+    const t0 = performance.now();
+    const migrated = await runMigrations({
+      databaseUrl: url,
+      onEvent: (e) => void (e.type === "migration" && stepStarts.push({ name: e.name, at: performance.now() })),
+    });
+    const seconds = (performance.now() - t0) / 1000;
+    await writer.stop();
+    const longest = writer.waits.during.reduce((a, b) => (b.ms > a.ms ? b : a), { at: t0, ms: 0 });
+    const step = stepStarts.filter((s) => s.at <= longest.at).at(-1)?.name ?? null;
+    return {
+      ...dirt,
+      seconds,
+      steps: migrated.steps,
+      waitsBeforeMs: writer.waits.before.map((w) => w.ms).sort((x, y) => x - y),
+      waitsMs: writer.waits.during.map((w) => w.ms).sort((x, y) => x - y),
+      longestWaitStep: step,
+      errors: writer.errors,
+    };
+  } finally {
+    await dropDatabase(server, name);
+  }
+}
+
 async function migration(server: Server) {
   const rows = SIZE.bigUsers * GROUPS_PER_USER;
   const clean = uniqueName("rolesync_bench_clean");
@@ -477,47 +620,9 @@ async function migration(server: Server) {
     writerErrors: [] as string[],
     maintenanceWorkMem: DEFAULT_MAINTENANCE_WORK_MEM,
   };
-  // The clean rows made dirty: 1% of the pairs duplicated, plus NULL rows.
-  const makeDirty = (url: string) =>
-    withClient(url, async (c) => {
-      const dup = await c.query(
-        "insert into public.role_membership select group_id, member_id from public.role_membership where member_id % 100 = 0",
-      );
-      const nul = await c.query(
-        `insert into public.role_membership
-         select null, 1000 + g from generate_series(1, 500) g union all select g, null from generate_series(1, 500) g`,
-      );
-      result.duplicates = dup.rowCount ?? 0;
-      result.nullRows = nul.rowCount ?? 0;
-      await c.query("checkpoint");
-    });
   try {
     log(`loading a legacy table with ${rows.toLocaleString("en")} memberships`);
-    await withClient(cleanUrl, async (c) => {
-      // Aleph's pre-4.1 shape; its foreign keys are dropped for the bulk load and put back, as a restore does.
-      await c.query(ALEPH_SCHEMA);
-      await c.query(`alter table public.role_membership
-                       drop constraint role_membership_group_id_fkey, drop constraint role_membership_member_id_fkey`);
-      await c.query(
-        `insert into public.role (foreign_id, name, type, is_admin, is_muted, is_blocked, is_tester)
-         select 'group:g' || g, 'g' || g, 'group', false, false, false, false from generate_series(1, 1000) g`,
-      );
-      await c.query(
-        `insert into public.role (foreign_id, name, type, is_admin, is_muted, is_blocked, is_tester)
-         select 'oidc:u' || u, 'u' || u, 'user', false, false, false, false from generate_series(1, $1) u`,
-        [SIZE.bigUsers],
-      );
-      await c.query(
-        `insert into public.role_membership (group_id, member_id)
-         select 1 + (u * 7 + k * 131) % 1000, 1000 + u from generate_series(1, $1) u, generate_series(0, 4) k`,
-        [SIZE.bigUsers],
-      );
-      await c.query(`alter table public.role_membership
-                       add constraint role_membership_group_id_fkey foreign key (group_id) references public.role (id),
-                       add constraint role_membership_member_id_fkey foreign key (member_id) references public.role (id)`);
-      await c.query("vacuum analyze");
-      await c.query("checkpoint");
-    });
+    await loadLegacy(cleanUrl, SIZE.bigUsers);
     for (let round = 1; round <= 2; round++) {
       // A: a plain unique index build on the clean rows.
       const a = uniqueName("rolesync_bench_index");
@@ -533,50 +638,14 @@ async function migration(server: Server) {
       } finally {
         await dropDatabase(server, a);
       }
-      // B: the migration on the same rows made dirty: 1% duplicated, plus NULL rows, with a writer running.
-      const b = uniqueName("rolesync_bench_migrate");
-      const bUrl = await createDatabase(server, b, clean);
-      try {
-        await makeDirty(bUrl);
-        // A writer doing Aleph's own legacy login for one user (delete the user's rows,
-        // insert them again) every 20 ms: first alone, for the baseline (on a table
-        // without an index each delete is a sequential scan), then throughout the migration.
-        let writing = true;
-        let waits = result.writerWaitsBeforeMs;
-        const writer = (async () => {
-          const c = new pg.Client({ connectionString: bUrl });
-          await c.connect();
-          const member = 1000 + SIZE.bigUsers; // a real user: the FK holds
-          for (let i = 0; writing; i++) {
-            const t = performance.now();
-            try {
-              await c.query("begin");
-              await c.query("delete from public.role_membership where member_id = $1", [member]);
-              await c.query(
-                "insert into public.role_membership (group_id, member_id) select 1 + ($1 * 7 + k * 131) % 1000, $1 from generate_series(0, 4) k",
-                [member],
-              );
-              await c.query("commit");
-              waits.push(performance.now() - t);
-            } catch (e) {
-              result.writerErrors.push((e as { code?: string }).code ?? (e as Error).message);
-              await c.query("rollback").catch(() => {});
-            }
-            await new Promise((r) => setTimeout(r, 20));
-          }
-          await c.end();
-        })();
-        await new Promise((r) => setTimeout(r, SIZE.seconds * 1000));
-        waits = result.writerWaitsMs;
-        const t0 = performance.now();
-        const migrated = await runMigrations({ databaseUrl: bUrl });
-        result.migrationSeconds.push((performance.now() - t0) / 1000);
-        result.steps = migrated.steps;
-        writing = false;
-        await writer;
-      } finally {
-        await dropDatabase(server, b);
-      }
+      // B: the migration on the same rows made dirty, with the legacy writer running (on a
+      // table without an index each of its deletes is a sequential scan).
+      const b = await migrateBesideWriter(server, clean, SIZE.bigUsers);
+      Object.assign(result, { duplicates: b.duplicates, nullRows: b.nullRows, steps: b.steps });
+      result.migrationSeconds.push(b.seconds);
+      result.writerWaitsBeforeMs.push(...b.waitsBeforeMs);
+      result.writerWaitsMs.push(...b.waitsMs);
+      result.writerErrors.push(...b.errors);
       // C: the same migration with the machine to itself, as the plain build has it.
       const c = uniqueName("rolesync_bench_alone");
       const cUrl = await createDatabase(server, c, clean);
@@ -600,6 +669,81 @@ async function migration(server: Server) {
   result.writerWaitsMs.sort((x, y) => x - y);
   result.writerWaitsBeforeMs.sort((x, y) => x - y);
   return result;
+}
+
+/* ------------------------------------------------------------------ scale */
+
+/** The scale curve's table sizes (memberships) and shapes (groups per user); 1,000 groups at each. */
+const SCALE_SIZES = toy ? [10_000, 50_000] : [100_000, 1_000_000, 10_000_000];
+const SCALE_SHAPES = [5, 50];
+
+/**
+ * 7. The scale curve: at each size and shape, in a database of its own, the
+ * bare read, the no-op sync (alternated, 2 clients) and a changed login
+ * (each client walking its own slice of users twice); then, at each size,
+ * the migration of a dirty legacy table of that size beside the writer.
+ */
+async function scale(server: Server): Promise<NonNullable<BenchResults["scale"]>> {
+  const points: NonNullable<BenchResults["scale"]>["points"] = [];
+  const migrations: NonNullable<BenchResults["scale"]>["migrations"] = [];
+  for (const memberships of SCALE_SIZES) {
+    for (const shape of SCALE_SHAPES) {
+      const users = memberships / shape;
+      const name = uniqueName("rolesync_bench_scale");
+      const url = await createDatabase(server, name);
+      try {
+        await runMigrations({ databaseUrl: url, createAlephSchema: true });
+        log(`scale: loading ${memberships.toLocaleString("en")} memberships, ${users.toLocaleString("en")} users of ${shape} groups`);
+        const t0 = performance.now();
+        await loadDataset(url, users, LEGACY_GROUPS, shape);
+        const loadSeconds = (performance.now() - t0) / 1000;
+        const bytes = await withClient(url, async (c) => {
+          const { rows } = await c.query(
+            `select pg_relation_size('role_membership') as heap, pg_relation_size('role_membership_pkey') as pkey,
+                    pg_relation_size('role_membership_group_id_member_id_idx') as group_idx`,
+          );
+          return { heap: Number(rows[0].heap), pkey: Number(rows[0].pkey), groupIdx: Number(rows[0].group_idx) };
+        });
+        const defines = { first_user: LEGACY_GROUPS + 1, last_user: LEGACY_GROUPS + users, groups: LEGACY_GROUPS };
+        const label = `scale-${memberships}-${shape}`;
+        const reads = await alternate(url, label, {
+          limit: randomUser + SQL.limit,
+          sync: randomUser + groupVars(shape, String(shape - 1)) + syncOf(shape),
+        }, { clients: 2, seconds: SIZE.seconds, defines });
+        const slice = Math.min(toy ? 50 : 1000, Math.floor(users / 2));
+        const changed = await alternate(url, `${label}-changed`, {
+          changed: walkSliceOf(shape) + groupVars(shape, ":klast") + syncOf(shape),
+        }, { clients: 2, transactionsPerClient: 2 * slice, defines: { ...defines, n: 0, slice } });
+        points.push({ memberships, groupsPerUser: shape, users, loadSeconds, bytes, reads, changed });
+      } finally {
+        await dropDatabase(server, name);
+      }
+    }
+    // The migration of a dirty legacy table of this size (5 groups per user), beside the writer.
+    const users = memberships / GROUPS_PER_USER;
+    const clean = uniqueName("rolesync_bench_scale_clean");
+    const cleanUrl = await createDatabase(server, clean);
+    try {
+      log(`scale: migrating a dirty legacy table of ${memberships.toLocaleString("en")} memberships beside the writer`);
+      await loadLegacy(cleanUrl, users);
+      const m = await migrateBesideWriter(server, clean, users);
+      migrations.push({
+        memberships,
+        duplicates: m.duplicates,
+        nullRows: m.nullRows,
+        seconds: m.seconds,
+        steps: m.steps,
+        writerWaitsBeforeMs: latencies(m.waitsBeforeMs),
+        writerWaitsMs: latencies(m.waitsMs),
+        longestWaitStep: m.longestWaitStep,
+        writerErrors: m.errors,
+      });
+      log(`scale: ${memberships.toLocaleString("en")} migrated in ${m.seconds.toFixed(1)} s; the writer's longest wait ${m.waitsBeforeMs.at(-1)?.toFixed(0)} ms before, ${m.waitsMs.at(-1)?.toFixed(0)} ms during (${m.longestWaitStep})`);
+    } finally {
+      await dropDatabase(server, clean);
+    }
+  }
+  return { groups: LEGACY_GROUPS, sizes: SCALE_SIZES, shapes: SCALE_SHAPES, points, migrations };
 }
 
 /* ------------------------------------------------------------------- main */
@@ -679,6 +823,8 @@ try {
   // 6. Across a network: last, since its ORM and plugin logins leave dead rows the sections above would meet.
   log("network: a delaying proxy between pgbench and the server (scripts/bench/delay_proxy.py)");
   const net = await network(url, defines);
+  // 7. The scale curve, in databases of its own.
+  const scaled = await scale(server);
 
   /* Write the results, then the report from them. */
   const { writerWaitsMs, writerWaitsBeforeMs, ...migrated } = mig;
@@ -715,12 +861,13 @@ try {
     bloat: bloated as BenchResults["bloat"],
     migration: { ...migrated, writerWaitsBeforeMs: latencies(writerWaitsBeforeMs), writerWaitsMs: latencies(writerWaitsMs) },
     network: net,
+    scale: scaled,
   };
   mkdirSync(outDir, { recursive: true });
   writeFileSync(path.join(outDir, "benchmarks.json"), JSON.stringify(results, null, 2) + "\n");
   // Rendered from the file just written, as `npm run bench:render` does.
   renderReport(outDir);
-  log(`wrote ${path.join(outDir, "benchmarks.json")}, benchmarks.md and benchmarks.svg in ${((Date.now() - startedAt.getTime()) / 1000).toFixed(0)} s`);
+  log(`wrote ${path.join(outDir, "benchmarks.json")}, benchmarks.md and its charts in ${((Date.now() - startedAt.getTime()) / 1000).toFixed(0)} s`);
 } catch (e) {
   console.error(`[bench] failed: ${(e as Error).stack ?? e}`);
   exitCode = 1;
