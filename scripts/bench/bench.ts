@@ -564,6 +564,9 @@ function legacyWriter(url: string, member: number) {
   };
 }
 
+/** Where a writer's wait that began before the first migration's step fell. */
+const RUNNER_START = "the runner's start (its checks and hooks, before 000001)";
+
 /**
  * The migration of `cleanDb`'s rows made dirty, in a copy, beside the legacy
  * writer: the writer alone for SIZE.seconds, then throughout the migration.
@@ -587,7 +590,7 @@ async function migrateBesideWriter(server: Server, cleanDb: string, users: numbe
     const seconds = (performance.now() - t0) / 1000;
     await writer.stop();
     const longest = writer.waits.during.reduce((a, b) => (b.ms > a.ms ? b : a), { at: t0, ms: 0 });
-    const step = stepStarts.filter((s) => s.at <= longest.at).at(-1)?.name ?? null;
+    const step = stepStarts.filter((s) => s.at <= longest.at).at(-1)?.name ?? RUNNER_START;
     return {
       ...dirt,
       seconds,
