@@ -13,8 +13,8 @@
  * are the result. Each comparison alternates its variants (A B C A B C ...)
  * within one process and reports medians.
  *
- *   npm run bench                 # full size, about 30 minutes on 2 cores
- *   npm run bench -- --toy        # tiny sizes, seconds (what the test runs)
+ *   npm run bench                 # full size, about 22 minutes on 2 cores
+ *   npm run bench -- --toy        # tiny sizes, about 2 minutes (what the test runs)
  *   npm run bench -- --out DIR    # write the results and the report elsewhere
  */
 import { $ } from "zx";
@@ -473,7 +473,7 @@ async function bloat(server: Server, template: string) {
   return result;
 }
 
-/** Users of the legacy tables the migrations run on: 1,000 groups, then the users, 5 groups each. */
+/** The groups of every dataset (ids 1 to 1,000); the users come after them, with ids from 1,001. */
 const LEGACY_GROUPS = 1000;
 
 /** Aleph's pre-4.1 tables with `users` users of 5 groups each; its foreign keys are dropped for the bulk load and put back, as a restore does. */
