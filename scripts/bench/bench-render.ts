@@ -232,7 +232,7 @@ const cellOf = (n: Network, targetMs: number, clients: number, variant: string) 
   n.cells.find((c) => c.targetMs === targetMs && c.clients === clients && c.variant === variant);
 
 /** The network targets, at the round trip TARGETS names, 1 and 4 connections. */
-function networkTargets(n: Network): { target: string; measured: string; met: boolean | null; why: string }[] {
+function networkTargets(n: Network, cpus: number): { target: string; measured: string; met: boolean | null; why: string }[] {
   const at = TARGETS.networkRoundTripMs;
   const rows: { target: string; measured: string; met: boolean | null; why: string }[] = [];
   for (const clients of [1, 4]) {
@@ -254,7 +254,7 @@ function networkTargets(n: Network): { target: string; measured: string; met: bo
       why:
         `both are one round trip; what is left is the sync's own work in the server (the member lock, the validating read), ${extra.toFixed(0)} µs more per login than the bare read's, ${((100 * extra) / us(sync)).toFixed(0)}% of a login here` +
         (clients > 1 && extra1 !== null
-          ? `; at ${clients} connections the server processes, pgbench and the proxy share 2 cores, so that work waits for a core (${extra1.toFixed(0)} µs at 1 connection) (section 6)`
+          ? `; at ${clients} connections the server processes, pgbench and the proxy share ${cpus} cores, so that work waits for a core (${extra1.toFixed(0)} µs at 1 connection) (section 6)`
           : " (section 6)"),
     });
     const ch = changed.perConnection / diff.perConnection;
@@ -289,7 +289,7 @@ function networkTargets(n: Network): { target: string; measured: string; met: bo
             ? `the callback's own Python (Flask's request, SQLAlchemy's session, the plugin) is most of what is left: with no network the plugin's login took ${direct.p50.toFixed(1)} ms (p50) of its ${on.p50.toFixed(1)} here; `
             : "the callback's own Python (Flask's request, SQLAlchemy's session, the plugin) is most of what is left; ") +
           roundTripsSaved +
-          (clients > 1 ? `; ${clients} threads share one interpreter lock and 2 cores with the server and the proxy (section 6)` : " (section 6)"),
+          (clients > 1 ? `; ${clients} threads share one interpreter lock and ${cpus} cores with the server and the proxy (section 6)` : " (section 6)"),
       });
     }
   }
@@ -364,8 +364,8 @@ export function targets(r: BenchResults): { target: string; measured: string; me
       met: null, // reported, with no number to reach
       why: "",
     },
-    ...(r.network ? networkTargets(r.network) : []),
-    ...(r.scale ? scaleTargets(r.scale, r.server.settings) : []),
+    ...(r.network ? networkTargets(r.network, r.machine.cpus) : []),
+    ...(r.scale ? scaleTargets(r.scale, r.server.settings, r.machine.cpus) : []),
   ];
 }
 
@@ -377,7 +377,7 @@ const mib = (bytes: number) => bytes / 1048576;
 const sizeLabel = (n: number) => (n >= 1e6 ? `${n / 1e6}M` : n >= 1e3 ? `${n / 1e3}k` : String(n));
 
 /** The scale targets: each login's cost growth from the smallest size to the largest, and the writer's added wait at the largest. */
-function scaleTargets(s: Scale, settings: BenchResults["server"]["settings"]): { target: string; measured: string; met: boolean | null; why: string }[] {
+function scaleTargets(s: Scale, settings: BenchResults["server"]["settings"], cpus: number): { target: string; measured: string; met: boolean | null; why: string }[] {
   const small = Math.min(...s.sizes), large = Math.max(...s.sizes);
   const rows: { target: string; measured: string; met: boolean | null; why: string }[] = [];
   const sb = settings.find((x) => x.name === "shared_buffers");
@@ -407,16 +407,17 @@ function scaleTargets(s: Scale, settings: BenchResults["server"]["settings"]): {
       target: `Migration of a dirty ${sizeLabel(large)}-row table: the legacy writer's longest wait grows by ≤ ${TARGETS.scaleWriterWaitAddedMs} ms`,
       measured: `${m.writerWaitsBeforeMs.max.toFixed(0)} ms before, ${m.writerWaitsMs.max.toFixed(0)} ms during: ${added >= 0 ? "+" : ""}${added.toFixed(0)} ms${m.longestWaitStep ? ` (in ${m.longestWaitStep})` : ""}`,
       met: added <= TARGETS.scaleWriterWaitAddedMs,
-      why: writerWaitWhy(m.longestWaitStep),
+      why: writerWaitWhy(m, settings.find((x) => x.name === "max_parallel_maintenance_workers")?.setting ?? "?", cpus),
     });
   }
   return rows;
 }
 
 /** Why the writer's longest wait fell where it did, by the step running when it began. */
-function writerWaitWhy(step: string | null): string {
+function writerWaitWhy(m: ScaleMigration, parallelWorkers: string, cpus: number): string {
+  const step = m.longestWaitStep;
   if (step?.startsWith("000002")) {
-    return "it fell in 000002, the concurrent build of the group index, which waits for no writer and blocks none: until that index exists each legacy login scans the whole table, and the build (its sort with max_parallel_maintenance_workers = 2) shares the 2 cores with those scans, so one scan takes up to twice as long as before the migration (section 7)";
+    return `it fell in 000002, the concurrent build of the group index, which waits for no writer and blocks none: until that index exists each legacy login scans the whole table, and the build (its sort with max_parallel_maintenance_workers = ${parallelWorkers}) shares the ${cpus} cores with those scans, so the longest scan took ${(m.writerWaitsMs.max / m.writerWaitsBeforeMs.max).toFixed(1)}× the longest before the migration (section 7)`;
   }
   return `it fell in ${step ?? "no step"}: a step's strong lock waits for the writer's running login, and the writer's next login queues behind it for at most the lock's timeout (1 s) (section 7)`;
 }
