@@ -573,7 +573,6 @@ describe("timeouts", () => {
     async (command) => {
       const run = await timed(["--connect-timeout", "0.5", ...command.split(" ")], { DATABASE_URL: silentUrl });
       expect(run.code, run.stderr).toBe(4);
-      expect(run.ms).toBeLessThan(5000);
       expect(run.stderr).toMatch(/^rolesync: no answer from 127\.0\.0\.1:\d+ within 0\.5 s \(connect timeout\)$/m);
       expect(run.stderr).toMatch(/^hint: Check the host and port .*--connect-timeout <seconds> or ROLESYNC_CONNECT_TIMEOUT \(0 = wait forever\)\.$/m);
       expect(run.stderr + run.stdout).not.toContain("s3cret");
@@ -583,7 +582,6 @@ describe("timeouts", () => {
   test("ROLESYNC_CONNECT_TIMEOUT sets it too; --json reports it on stdout", async () => {
     const run = await timed(["--json", "status"], { DATABASE_URL: silentUrl, ROLESYNC_CONNECT_TIMEOUT: "0.5" });
     expect(run.code).toBe(4);
-    expect(run.ms).toBeLessThan(5000);
     expect(json(run)).toEqual({
       error: { exitCode: 4, sqlstate: null, message: expect.stringMatching(/within 0\.5 s \(connect timeout\)$/), hint: expect.any(String) },
     });
@@ -592,7 +590,7 @@ describe("timeouts", () => {
   test("the option wins over the variable", async () => {
     const run = await timed(["--connect-timeout", "0.5", "status"], { DATABASE_URL: silentUrl, ROLESYNC_CONNECT_TIMEOUT: "600" });
     expect(run.code).toBe(4);
-    expect(run.ms).toBeLessThan(5000);
+    expect(run.stderr).toMatch(/within 0\.5 s \(connect timeout\)$/m);
   });
 
   test("migrate --maintenance-work-mem that PostgreSQL does not take (or the variable): exit 3, 22023, nothing migrated", async () => {
@@ -632,6 +630,10 @@ describe("timeouts", () => {
   });
 
   describe("a statement waiting behind a lock", () => {
+    // PostgreSQL's 57014 does not name the timeout, so the run's length tells
+    // the 0.5 s given here from the 60 s default. The bound is half the
+    // default, not a speed target: a loaded CI machine took 8.6 s for one run.
+    const NOT_THE_DEFAULT_MS = 30_000;
     let locker: Awaited<ReturnType<typeof connect>>;
     let member: number;
     beforeAll(async () => {
@@ -650,7 +652,7 @@ describe("timeouts", () => {
       async (command) => {
         const run = await timed(["--statement-timeout", "0.5", ...command.split(" ")], { DATABASE_URL: migrated.url });
         expect(run.code, run.stderr).toBe(3);
-        expect(run.ms).toBeLessThan(5000);
+        expect(run.ms).toBeLessThan(NOT_THE_DEFAULT_MS);
         expect(run.stderr).toMatch(/^rolesync: ERROR 57014: canceling statement due to statement timeout$/m);
         expect(run.stderr).toMatch(/^hint: A statement ran past the statement timeout .*--statement-timeout or ROLESYNC_STATEMENT_TIMEOUT, default 60 s, 0 = none\)/m);
       },
@@ -659,7 +661,7 @@ describe("timeouts", () => {
     test("ROLESYNC_STATEMENT_TIMEOUT sets it too; --json gives the SQLSTATE", async () => {
       const run = await timed(["--json", "check"], { DATABASE_URL: migrated.url, ROLESYNC_STATEMENT_TIMEOUT: "0.5" });
       expect(run.code).toBe(3);
-      expect(run.ms).toBeLessThan(5000);
+      expect(run.ms).toBeLessThan(NOT_THE_DEFAULT_MS);
       expect(json(run)).toMatchObject({ error: { exitCode: 3, sqlstate: "57014" } });
     });
 
