@@ -45,10 +45,20 @@ export async function withClient<T>(
     }
     throw e;
   }
+  // The server may end the connection while it is idle between statements (a
+  // restart, pg_terminate_backend): pg reports that as an 'error' event, which
+  // with no listener ends the process with a stack. Kept, it is what the next
+  // statement fails with, SQLSTATE and all.
+  let lost: Error | undefined;
+  client.on("error", (e) => (lost ??= e));
   try {
     return await fn(client);
+  } catch (e) {
+    throw lost ?? e;
   } finally {
-    await client.end();
+    await client.end().catch((e) => {
+      if (!lost) throw e;
+    });
   }
 }
 

@@ -27,6 +27,7 @@ export function watchProgress(
 ): () => Promise<void> {
   const stop = new AbortController();
   const client = new pg.Client({ connectionString: url });
+  client.on("error", () => {}); // ended by the server: the next poll fails, and is ignored
   const done = (async () => {
     try {
       await client.connect();

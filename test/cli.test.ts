@@ -6,10 +6,11 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import net from "node:net";
 import { spawn } from "node:child_process";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { packageRoot } from "../src/migrate.ts";
 import { APP_ROLE } from "../scripts/test/harness.ts";
 import { alephPre41, alephPre41Dirty, DIRTY_ROWS } from "../scripts/server/fixtures.ts";
-import { connect, createRoles, createTestDatabase, installRelease010, runNode, serverMajor, withPgClient, type TestDatabase } from "./helpers.ts";
+import { backendPid, connect, createRoles, createTestDatabase, installRelease010, runNode, serverMajor, withPgClient, type TestDatabase } from "./helpers.ts";
 
 interface Run {
   code: number;
@@ -674,6 +675,28 @@ describe("timeouts", () => {
       expect(run.ms).toBeGreaterThan(1000);
       expect(json(run)).toEqual({ added: [], removed: [] });
     });
+  });
+});
+
+describe("a connection the server ends while it is idle (a restart, pg_terminate_backend)", () => {
+  test("the next statement fails with the server's reason, 57P01, not an unhandled 'error' event that ends the process", async () => {
+    const observer = await connect(migrated.url);
+    try {
+      const failure = await withPgClient(migrated.url, async (c) => {
+        const pid = await backendPid(c);
+        await observer.query("select pg_terminate_backend($1)", [pid]);
+        // The backend sends its FATAL before it exits: once it is gone, the message has reached this socket.
+        while ((await observer.query("select 1 from pg_catalog.pg_stat_activity where pid = $1", [pid])).rowCount) await sleep(20);
+        await sleep(100);
+        await c.query("select 1");
+      }).then(
+        () => null,
+        (e: { code?: string; message?: string }) => e,
+      );
+      expect(failure).toMatchObject({ code: "57P01", message: "terminating connection due to administrator command" });
+    } finally {
+      await observer.end();
+    }
   });
 });
 
