@@ -9,7 +9,7 @@ import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "no
 import os from "node:os";
 import path from "node:path";
 import { packageRoot } from "../src/migrate.ts";
-import { runNode, testServer } from "./helpers.ts";
+import { interruptWhen, runNode, testServer, withPgClient } from "./helpers.ts";
 
 test("the bench runs every case at toy size and writes its results, report and chart; the renderer alone reproduces them", async () => {
   const out = mkdtempSync(path.join(os.tmpdir(), "rolesync-bench-test-"));
@@ -114,3 +114,31 @@ test("`--pg` outside 10 to 18 or an unknown argument: one line, exit 1, before a
   }
   expect(readdirSync(os.tmpdir()).filter((f) => f.startsWith("rolesync-bench-")).length).toBe(before);
 });
+
+test("Ctrl-C while pgbench runs, on DATABASE_URL's server: exit 130, every database it made dropped and named, its folder gone, no stack", async () => {
+  const tmp = mkdtempSync(path.join(os.tmpdir(), "rolesync-bench-interrupt-"));
+  const out = path.join(tmp, "out");
+  const databases = (pid: number) =>
+    withPgClient(testServer().adminUrl, async (c) =>
+      (await c.query<{ datname: string }>("select datname from pg_database where datname ~ $1 order by 1", [`^rolesync_bench_([a-z_]+_)?${pid}_`]))
+        .rows.map((r) => r.datname),
+    );
+  try {
+    let made: string[] = [];
+    const run = await interruptWhen(
+      path.join(packageRoot, "scripts", "bench", "bench.ts"),
+      ["--toy", "--out", out],
+      { DATABASE_URL: testServer().adminUrl, TMPDIR: tmp },
+      async (pid, output) => /noop-c2 round 1 sync:/.test(output) && (made = await databases(pid)).length > 0,
+      120_000,
+    );
+    expect(run.code, run.output).toBe(130);
+    for (const name of made) expect(run.output).toContain(`[bench] interrupted; dropped database ${name} on DATABASE_URL's server\n`);
+    expect(run.output).not.toMatch(/\[bench\] failed|Unhandled|node:events|^\s+at /m);
+    expect(await databases(run.pid)).toEqual([]);
+    // Its work folder (pgbench's scripts and logs) is gone; only tsx's cache may stay.
+    expect(readdirSync(tmp).filter((f) => f !== "out" && !f.startsWith("tsx-"))).toEqual([]);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}, 180_000);

@@ -1,12 +1,20 @@
 /*
  * `npm run demo` as a newcomer runs it (a subprocess), on the test server,
  * at a smaller size so it stays quick: it must tell the whole story and end
- * with a clean report, and leave no database behind.
+ * with a clean report, and leave no database behind, even when interrupted.
  */
 import { expect, test } from "vitest";
 import path from "node:path";
 import { packageRoot } from "../src/migrate.ts";
-import { runNode, testServer, withPgClient } from "./helpers.ts";
+import { interruptWhen, runNode, testServer, withPgClient } from "./helpers.ts";
+
+/** The databases a run with this process id made on the test server. */
+const databasesOf = (prefix: string, pid: number) =>
+  withPgClient(testServer().adminUrl, async (c) =>
+    (await c.query<{ datname: string }>("select datname from pg_database where datname like $1 order by 1", [`${prefix}_${pid}_%`])).rows.map(
+      (r) => r.datname,
+    ),
+  );
 
 test("the demo reproduces the bug, migrates, survives the storm, and cleans up", async () => {
   const server = testServer();
@@ -32,6 +40,21 @@ test("the demo reproduces the bug, migrates, survives the storm, and cleans up",
     (await c.query("select count(*)::int as n from pg_database where datname like 'rolesync_demo%'")).rows[0].n,
   );
   expect(left).toBe(0);
+});
+
+test("Ctrl-C during the storm on DATABASE_URL's server: exit 130, its database dropped, one line saying so, no stack", async () => {
+  let made: string[] = [];
+  const run = await interruptWhen(
+    path.join(packageRoot, "scripts", "tools", "demo.ts"),
+    [],
+    { DATABASE_URL: testServer().adminUrl },
+    async (pid, output) => (made = await databasesOf("rolesync_demo", pid)).length > 0 && /5\. A login storm/.test(output),
+  );
+  expect(run.code, run.output).toBe(130);
+  expect(made).toHaveLength(1);
+  expect(run.output).toContain(`rolesync demo: interrupted; dropped database ${made[0]} on DATABASE_URL's server\n`);
+  expect(run.output).not.toMatch(/demo failed|login failed|Unhandled|node:events|^\s+at /m);
+  expect(await databasesOf("rolesync_demo", run.pid)).toEqual([]);
 });
 
 test("`--pg` outside the supported range, a missing major or an unknown argument: exit 1 with the range, before any server starts", async () => {

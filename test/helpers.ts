@@ -40,6 +40,43 @@ export async function connect(url: string): Promise<pg.Client> {
 
 export { withClient as withPgClient } from "../src/pg.ts";
 
+/**
+ * Runs a Node script (with tsx, for .ts) in its own process group, as a
+ * terminal's foreground job, and presses Ctrl-C (SIGINT to the whole group)
+ * once `ready` says so; collects its output and exit code.
+ */
+export async function interruptWhen(
+  script: string,
+  args: string[],
+  env: Record<string, string | undefined>,
+  ready: (pid: number, output: string) => Promise<boolean>,
+  timeoutMs = 60_000,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string; pid: number }> {
+  const child = spawn(process.execPath, [...(script.endsWith(".ts") ? ["--import", "tsx"] : []), script, ...args], {
+    env: { ...process.env, ...env },
+    detached: true,
+  });
+  let output = "";
+  child.stdout!.on("data", (d) => (output += d));
+  child.stderr!.on("data", (d) => (output += d));
+  const closed = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on("close", (code, signal) => resolve({ code, signal })),
+  );
+  let ended = false;
+  void closed.then(() => (ended = true));
+  const pid = child.pid!;
+  for (const deadline = Date.now() + timeoutMs; !(await ready(pid, output)); ) {
+    if (ended) throw new Error(`${path.basename(script)} ended before it was ready to be interrupted:\n${output}`);
+    if (Date.now() > deadline) {
+      process.kill(-pid, "SIGKILL");
+      throw new Error(`${path.basename(script)} was not ready to be interrupted within ${timeoutMs} ms:\n${output}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  process.kill(-pid, "SIGINT");
+  return { ...(await closed), output, pid };
+}
+
 /** Runs a Node script (with tsx, for .ts) as a subprocess, as a user would; collects its output. */
 export function runNode(
   script: string,

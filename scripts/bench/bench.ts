@@ -26,7 +26,7 @@ import pg from "pg";
 import { createDatabase, dropDatabase, startServerOrExit, uniqueName, withClient, type Server } from "../server/db.ts";
 import { pgEnv } from "../test/pgtap.ts";
 import { ALEPH_SCHEMA } from "../server/fixtures.ts";
-import { OneLineError, removeOnExit, takePgOption } from "../server/embedded.ts";
+import { OneLineError, removeOnExit, takePgOption, unlessInterrupted } from "../server/embedded.ts";
 import { startDelayProxy, tuneRoundTrip } from "./network.ts";
 import { renderReport, type BenchResults, type CallbackCell, type Compared, type Latencies, type NetworkCell, type Run } from "./bench-render.ts";
 import { preparePython, venvPython } from "../test/pytest.ts";
@@ -756,7 +756,7 @@ if ((await $({ nothrow: true })`sh -c ${"command -v pgbench"}`).exitCode !== 0) 
   process.exit(2);
 }
 const startedAt = new Date();
-const server = await startServerOrExit({ durable: true, log, name: "[bench]" });
+const server = await startServerOrExit({ durable: true, log, name: "[bench]", dropOnInterrupt: true });
 const base = uniqueName("rolesync_bench");
 let exitCode = 0;
 try {
@@ -872,6 +872,7 @@ try {
   renderReport(outDir);
   log(`wrote ${path.join(outDir, "benchmarks.json")}, benchmarks.md and its charts in ${((Date.now() - startedAt.getTime()) / 1000).toFixed(0)} s`);
 } catch (e) {
+  await unlessInterrupted();
   console.error(`[bench] failed: ${(e as Error).stack ?? e}`);
   exitCode = 1;
 } finally {
@@ -879,4 +880,5 @@ try {
   await server.stop();
   releaseWorkDir();
 }
+await unlessInterrupted(); // the hook exits with 128 + the signal
 process.exit(exitCode);

@@ -16,6 +16,7 @@ import pg from "pg";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createDatabase, dropDatabase, startServerOrExit, uniqueName, withClient } from "../server/db.ts";
 import { runMigrations } from "../../src/migrate.ts";
+import { unlessInterrupted } from "../server/embedded.ts";
 
 /** Aleph 4.0's role and role_membership (Alembic 8adf50aadcb0), with its ledger, as an operator's database has them. */
 const ALEPH_40 = `
@@ -39,7 +40,7 @@ if (!Number.isInteger(rows) || rows < 5) {
 const users = Math.ceil(rows / 5);
 const log = (s: string) => console.log(`[writer-wait] ${s}`);
 
-const server = await startServerOrExit({ durable: true, log, name: "[writer-wait]" });
+const server = await startServerOrExit({ durable: true, log, name: "[writer-wait]", dropOnInterrupt: true });
 const name = uniqueName("rolesync_writer_wait");
 let exitCode = 0;
 try {
@@ -102,10 +103,12 @@ try {
       `(${waits.before.length} writes), during ${max(waits.during)} ms (${waits.during.length} writes)`,
   );
 } catch (e) {
+  await unlessInterrupted();
   console.error(`[writer-wait] failed: ${(e as Error).stack ?? e}`);
   exitCode = 1;
 } finally {
   await dropDatabase(server, name).catch(() => {});
   await server.stop();
 }
+await unlessInterrupted(); // the hook exits with 128 + the signal
 process.exit(exitCode);

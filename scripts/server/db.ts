@@ -11,7 +11,8 @@
 import pg from "pg";
 import { databaseUrlProblem, withClient, redact } from "../../src/pg.ts";
 import { randomBytes } from "node:crypto";
-import { MAJOR_ENV, OneLineError, requestedMajor, startEmbedded } from "./embedded.ts";
+import { setTimeout as sleep } from "node:timers/promises";
+import { MAJOR_ENV, OneLineError, onInterrupt, requestedMajor, startEmbedded } from "./embedded.ts";
 
 export interface Server {
   /** "embedded": started by this process; "external": DATABASE_URL's server. */
@@ -134,15 +135,28 @@ export async function startServer(opts: StartOptions = {}): Promise<Server> {
  * startServer for a script's top level: a server that cannot be had is one
  * line on stderr (what went wrong, what to do) and exit code 1, not a stack.
  */
-export async function startServerOrExit(opts: StartOptions & { name: string }): Promise<Server> {
+export async function startServerOrExit(opts: StartOptions & { name: string; dropOnInterrupt?: boolean }): Promise<Server> {
   try {
-    return await startServer(opts);
+    const server = await startServer(opts);
+    if (opts.dropOnInterrupt && server.kind === "external") dropOnInterrupt.set(server, opts.name);
+    return server;
   } catch (e) {
     const known = e instanceof OneLineError || /^cannot connect to DATABASE_URL/.test((e as Error).message);
     console.error(`${opts.name}: ${known ? (e as Error).message.replace(/\n/g, " ") : ((e as Error).stack ?? e)}`);
     process.exit(1);
   }
 }
+
+/**
+ * Servers from DATABASE_URL whose script asked for it (the demo, the bench),
+ * with the script's name: a database made on one is dropped if the run is
+ * interrupted (Ctrl-C), as an embedded server's folder is removed. `npm test`
+ * handles its own interruption and drops its databases itself.
+ */
+const dropOnInterrupt = new WeakMap<Server, string>();
+/** The interrupt cleanups of the databases made and not yet dropped, by server and name. */
+const pendingDrops = new Map<string, () => void>();
+const dropKey = (server: Server, name: string) => `${server.adminUrl}\0${name}`;
 
 /** A database name that cannot collide with another run's on a shared server. */
 export function uniqueName(prefix: string): string {
@@ -160,6 +174,23 @@ export async function createDatabase(
         (template ? ` template ${pg.escapeIdentifier(template)}` : ""),
     ),
   );
+  const script = dropOnInterrupt.get(server);
+  if (script) {
+    pendingDrops.set(
+      dropKey(server, name),
+      onInterrupt(async () => {
+        // Bounded: a server that stopped answering must not keep the process alive.
+        const outcome = await Promise.race([
+          dropDatabase(server, name).then(
+            () => `dropped database ${name} on DATABASE_URL's server`,
+            (e: Error) => `could not drop database ${name} on DATABASE_URL's server (${e.message}): drop it by hand`,
+          ),
+          sleep(15_000, `database ${name} on DATABASE_URL's server was not dropped within 15 s: drop it by hand`, { ref: false }),
+        ]);
+        console.error(`${script}${script.startsWith("[") ? "" : ":"} interrupted; ${outcome}`);
+      }),
+    );
+  }
   return server.url(name);
 }
 
@@ -171,6 +202,12 @@ export async function createDatabase(
  * server, since a Server made by externalServer() may not know it.
  */
 export async function dropDatabase(server: Server, name: string): Promise<void> {
+  await dropDatabaseNow(server, name);
+  pendingDrops.get(dropKey(server, name))?.();
+  pendingDrops.delete(dropKey(server, name));
+}
+
+async function dropDatabaseNow(server: Server, name: string): Promise<void> {
   await withClient(server.adminUrl, async (c) => {
     const { rows } = await c.query<{ v: string }>("select current_setting('server_version_num') as v");
     const drop = `drop database if exists ${pg.escapeIdentifier(name)}`;

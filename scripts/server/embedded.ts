@@ -415,17 +415,56 @@ function removeFolders() {
   folders.clear();
 }
 
+let interruptedBy: NodeJS.Signals | null = null;
+
+/**
+ * One hook for the process: on SIGINT, SIGTERM or SIGHUP every cleanup runs
+ * (embedded servers stop, onInterrupt's work is awaited), the folders go, and
+ * the process exits 128 + the signal. A second signal is not caught: it ends
+ * the process at once, as a user pressing Ctrl-C twice expects.
+ */
+function hookSignals() {
+  if (hooked) return;
+  hooked = true;
+  process.on("exit", removeFolders);
+  for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143], ["SIGHUP", 129]] as const) {
+    process.once(signal, () => {
+      interruptedBy = signal;
+      // The cleanups end connections the script still holds (a server's fast
+      // shutdown, a forced DROP DATABASE): their errors are expected now.
+      process.on("uncaughtException", () => {});
+      process.on("unhandledRejection", () => {});
+      void stopAll().finally(() => process.exit(code));
+    });
+  }
+}
+
+/** The signal the process is being stopped by, while its cleanups run; null until then. */
+export function interrupted(): NodeJS.Signals | null {
+  return interruptedBy;
+}
+
+/**
+ * For a script's catch: once the process is interrupted, its failures are the
+ * cleanups' doing, and the hook exits it; this never resolves then, so the
+ * script neither reports them nor exits first.
+ */
+export function unlessInterrupted(): Promise<void> {
+  return interruptedBy ? new Promise(() => {}) : Promise.resolve();
+}
+
+/** Runs `cleanup` if the process is interrupted, unless taken back first (the returned function). */
+export function onInterrupt(cleanup: () => Promise<void>): () => void {
+  hookSignals();
+  stoppers.add(cleanup);
+  return () => {
+    stoppers.delete(cleanup);
+  };
+}
+
 /** Removes `dir` when the process exits or is interrupted, unless released first. */
 export function removeOnExit(dir: string): () => void {
-  if (!hooked) {
-    hooked = true;
-    process.on("exit", removeFolders);
-    for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143], ["SIGHUP", 129]] as const) {
-      process.once(signal, () => {
-        void stopAll().finally(() => process.exit(code));
-      });
-    }
-  }
+  hookSignals();
   folders.add(dir);
   return () => {
     rmSync(dir, { recursive: true, force: true });

@@ -16,7 +16,7 @@ import { createDatabase, dropDatabase, startServerOrExit, uniqueName, type Serve
 import { runMigrations } from "../../src/migrate.ts";
 import { syncRoleMembershipsByForeignId } from "../../src/client.ts";
 import { aleph40 } from "../server/fixtures.ts";
-import { OneLineError, takePgOption } from "../server/embedded.ts";
+import { OneLineError, takePgOption, unlessInterrupted } from "../server/embedded.ts";
 
 const LOGINS = Number(process.env.DEMO_LOGINS ?? 600);
 const CONNECTIONS = 16;
@@ -27,6 +27,8 @@ const step = (n: number, title: string) => say(`\n${n}. ${title}`);
 
 async function connect(url: string): Promise<pg.Client> {
   const c = new pg.Client({ connectionString: url });
+  // A connection the server ends (Ctrl-C stops it too) fails the next query, not the process.
+  c.on("error", () => {});
   await c.connect();
   return c;
 }
@@ -209,6 +211,7 @@ async function storm(url: string, admin: pg.Client): Promise<StormReport> {
             r.logins++;
           } catch (e) {
             await c.query("rollback").catch(() => {});
+            await unlessInterrupted(); // Ctrl-C: the cleanup ended this connection
             r.errors++;
             console.error(`   login failed: ${(e as Error).message}`);
           } finally {
@@ -240,7 +243,7 @@ async function main() {
   }
   const started = Date.now();
   say("rolesync demo: Aleph's OAuth callback 500, and the fix");
-  const server: Server = await startServerOrExit({ durable: true, name: "rolesync demo" });
+  const server: Server = await startServerOrExit({ durable: true, name: "rolesync demo", dropOnInterrupt: true });
   const dbName = uniqueName("rolesync_demo");
   let exitCode = 0;
   try {
@@ -248,12 +251,14 @@ async function main() {
     await story(url, `PostgreSQL ${server.major} (${server.kind === "embedded" ? "embedded, throwaway" : "DATABASE_URL's server"})`);
     say(`\nDone in ${((Date.now() - started) / 1000).toFixed(0)} s. Next: docs/aleph.md for your database, docs/cli.md for the CLI, README.md for the clients.`);
   } catch (e) {
+    await unlessInterrupted();
     console.error(`\ndemo failed: ${(e as Error).stack ?? e}`);
     exitCode = 1;
   } finally {
     await dropDatabase(server, dbName).catch(() => {});
     await server.stop();
   }
+  await unlessInterrupted(); // the hook exits with 128 + the signal
   process.exit(exitCode);
 }
 
