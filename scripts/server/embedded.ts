@@ -439,11 +439,6 @@ function hookSignals() {
   }
 }
 
-/** The signal the process is being stopped by, while its cleanups run; null until then. */
-export function interrupted(): NodeJS.Signals | null {
-  return interruptedBy;
-}
-
 /**
  * For a script's catch: once the process is interrupted, its failures are the
  * cleanups' doing, and the hook exits it; this never resolves then, so the
