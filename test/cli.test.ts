@@ -618,6 +618,25 @@ describe("timeouts", () => {
     }
   });
 
+  test("PGOPTIONS reaches the migration's sessions, as libpq's does: a value the server refuses stops it before any change; 0 parallel maintenance workers (11+) migrates", async () => {
+    const db = await createTestDatabase({ empty: true });
+    try {
+      await withPgClient(db.url, alephPre41Dirty);
+      const major = await withPgClient(db.url, serverMajor);
+      const refused = await rolesync(["migrate"], { DATABASE_URL: db.url, PGOPTIONS: "-c lock_timeout=-1" });
+      expect(refused.code).not.toBe(0);
+      expect(refused.stderr).toMatch(/-1 (ms )?is outside the valid range for parameter "lock_timeout"/);
+      const { rows } = await withPgClient(db.url, (c) => c.query("select to_regnamespace('rolesync') as rolesync"));
+      expect(rows[0]).toEqual({ rolesync: null });
+      // PostgreSQL 10 has no parallel index builds, and no such setting.
+      const options = major >= 11 ? "-c max_parallel_maintenance_workers=0" : "-c work_mem=8MB";
+      const ok = await rolesync(["migrate"], { DATABASE_URL: db.url, PGOPTIONS: options });
+      expect(ok.code, ok.stderr).toBe(0);
+    } finally {
+      await db.drop();
+    }
+  });
+
   test("a timeout that is not a number of seconds: exit 2", async () => {
     for (const [args, env, message] of [
       [["--connect-timeout", "soon", "status"], {}, /--connect-timeout must be a number of seconds \(0 for none\), not "soon"/],

@@ -1,10 +1,17 @@
 /*
  * How long a login waits while `rolesync migrate` adopts a big pre-4.1
- * table: the longest wait of one writer (Aleph's legacy insert, one row per
- * transaction every 20 ms) before the migration and during it, on the
- * harness's server (ROLESYNC_PG_MAJOR picks the embedded major).
+ * table: the longest wait of one writer before the migration and during it,
+ * on the harness's server (ROLESYNC_PG_MAJOR picks the embedded major). The
+ * writer, every 20 ms, either inserts one row per transaction (`--login
+ * insert`, the default) or does Aleph's whole login before 4.1 for one user:
+ * delete the user's rows, insert them again (`--login legacy`, whose DELETE
+ * scans the unindexed table until the group index exists).
  *
- *   node --import tsx scripts/bench/writer-wait.ts [--rows 1000000]
+ *   node --import tsx scripts/bench/writer-wait.ts [--rows 1000000] [--login insert|legacy]
+ *
+ * PGOPTIONS reaches every connection, the migration's too: with
+ * PGOPTIONS='-c max_parallel_maintenance_workers=0' the index builds leave
+ * the other cores to the writer (docs/scaling.md has both runs).
  *
  * The table is Aleph 4.0's role_membership (no key, nullable columns, no
  * index: the legacy login's DELETE is a sequential scan), 1% of its pairs
@@ -31,11 +38,24 @@ create table public.role_membership (group_id integer, member_id integer);
 create table public.alembic_version (version_num varchar(32) not null constraint alembic_version_pkc primary key);
 insert into public.alembic_version values ('8adf50aadcb0');`;
 
+const USAGE = "usage: writer-wait.ts [--rows N] [--login insert|legacy]";
 const args = process.argv.slice(2);
-const rows = Number(args[args.indexOf("--rows") + 1] || 1_000_000);
-if (!Number.isInteger(rows) || rows < 5) {
-  console.error("writer-wait: --rows must be a whole number of at least 5");
-  process.exit(2);
+let rows = 1_000_000;
+let login: "insert" | "legacy" = "insert";
+for (let i = 0; i < args.length; i += 2) {
+  const [flag, value] = [args[i], args[i + 1]];
+  if (flag === "--rows" && value !== undefined && /^\d+$/.test(value) && Number(value) >= 5) rows = Number(value);
+  else if (flag === "--login" && (value === "insert" || value === "legacy")) login = value;
+  else {
+    console.error(
+      flag === "--rows"
+        ? `[writer-wait] --rows must be a whole number of at least 5, not ${JSON.stringify(value ?? "")}; ${USAGE}`
+        : flag === "--login"
+          ? `[writer-wait] --login is insert (one row per transaction) or legacy (Aleph's login before 4.1: delete the user's rows, insert them again), not ${JSON.stringify(value ?? "")}`
+          : `[writer-wait] unknown argument ${flag}; ${USAGE}`,
+    );
+    process.exit(2);
+  }
 }
 const users = Math.ceil(rows / 5);
 const log = (s: string) => console.log(`[writer-wait] ${s}`);
@@ -82,25 +102,40 @@ try {
       const t = performance.now();
       const at = phase;
       await c.query("begin");
-      await c.query("insert into public.role_membership (group_id, member_id) values ($1, $2)", [1 + (i % 1000), member]);
+      if (login === "legacy") {
+        await c.query("delete from public.role_membership where member_id = $1", [member]);
+        await c.query(
+          "insert into public.role_membership (group_id, member_id) select 1 + ($1 * 7 + k * 131) % 1000, $1 from generate_series(0, 4) k",
+          [member],
+        );
+      } else {
+        await c.query("insert into public.role_membership (group_id, member_id) values ($1, $2)", [1 + (i % 1000), member]);
+      }
       await c.query("commit");
       waits[at].push(performance.now() - t);
       await sleep(20);
     }
     await c.end();
   })();
-  await sleep(3000);
+  await sleep(5000);
   phase = "during";
   const t0 = performance.now();
   const result = await runMigrations({ databaseUrl: url });
   const seconds = (performance.now() - t0) / 1000;
   phase = "done";
   await writer;
-  const max = (w: number[]) => Math.max(...w).toFixed(0);
+  const max = (w: number[]) => Math.max(...w);
+  // PostgreSQL 10 has no parallel index builds, and no such setting.
+  const parallel = await withClient(
+    url,
+    async (c) => (await c.query("select coalesce(current_setting('max_parallel_maintenance_workers', true), 'none') as n")).rows[0].n,
+  );
   log(
-    `PostgreSQL ${server.major}, ${(users * 5).toLocaleString("en")} rows: migration ${seconds.toFixed(1)} s ` +
-      `(${result.executed.length} migrations); the writer's longest wait: before ${max(waits.before)} ms ` +
-      `(${waits.before.length} writes), during ${max(waits.during)} ms (${waits.during.length} writes)`,
+    `PostgreSQL ${server.major}, ${(users * 5).toLocaleString("en")} rows, ${login} writer, ` +
+      `max_parallel_maintenance_workers ${parallel}: migration ${seconds.toFixed(1)} s ` +
+      `(${result.executed.length} migrations); the writer's longest wait: before ${max(waits.before).toFixed(0)} ms ` +
+      `(${waits.before.length} writes), during ${max(waits.during).toFixed(0)} ms (${waits.during.length} writes), ` +
+      `added ${(max(waits.during) - max(waits.before)).toFixed(0)} ms`,
   );
 } catch (e) {
   await unlessInterrupted();
