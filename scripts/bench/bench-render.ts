@@ -417,7 +417,7 @@ function scaleTargets(s: Scale, settings: BenchResults["server"]["settings"], cp
 function writerWaitWhy(m: ScaleMigration, parallelWorkers: string, cpus: number): string {
   const step = m.longestWaitStep;
   if (step?.startsWith("000002")) {
-    return `it fell in 000002, the concurrent build of the group index, which waits for no writer and blocks none: until that index exists each legacy login scans the whole table, and the build (its sort with max_parallel_maintenance_workers = ${parallelWorkers}) shares the ${cpus} cores with those scans, so the longest scan took ${(m.writerWaitsMs.max / m.writerWaitsBeforeMs.max).toFixed(1)}× the longest before the migration (section 7)`;
+    return `it fell in 000002, the concurrent build of the group index, which waits for no writer and blocks none: until that index exists each legacy login scans the whole table, and the build (its sort with max_parallel_maintenance_workers = ${parallelWorkers}) shares the ${cpus} cores with those scans, so the longest scan took ${(m.writerWaitsMs.max / m.writerWaitsBeforeMs.max).toFixed(1)}× the longest before the migration (section 7)${Number(parallelWorkers) > 0 ? "; docs/scaling.md measures the migration with max_parallel_maintenance_workers = 0 for its sessions, which leaves those cores to the writer" : ""}`;
   }
   return `it fell in ${step ?? "no step"}: a step's strong lock waits for the writer's running login, and the writer's next login queues behind it for at most the lock's timeout (1 s) (section 7)`;
 }
