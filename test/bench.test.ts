@@ -9,7 +9,7 @@ import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "no
 import os from "node:os";
 import path from "node:path";
 import { packageRoot } from "../src/migrate.ts";
-import { interruptWhen, runNode, testServer, withPgClient } from "./helpers.ts";
+import { databasesMadeBy, interruptWhen, runNode, testServer } from "./helpers.ts";
 
 test("the bench runs every case at toy size and writes its results, report and chart; the renderer alone reproduces them", async () => {
   const out = mkdtempSync(path.join(os.tmpdir(), "rolesync-bench-test-"));
@@ -118,11 +118,7 @@ test("`--pg` outside 10 to 18 or an unknown argument: one line, exit 1, before a
 test("Ctrl-C while pgbench runs, on DATABASE_URL's server: exit 130, every database it made dropped and named, its folder gone, no stack", async () => {
   const tmp = mkdtempSync(path.join(os.tmpdir(), "rolesync-bench-interrupt-"));
   const out = path.join(tmp, "out");
-  const databases = (pid: number) =>
-    withPgClient(testServer().adminUrl, async (c) =>
-      (await c.query<{ datname: string }>("select datname from pg_database where datname ~ $1 order by 1", [`^rolesync_bench_([a-z_]+_)?${pid}_`]))
-        .rows.map((r) => r.datname),
-    );
+  const databases = (pid: number) => databasesMadeBy("rolesync_bench", pid);
   try {
     let made: string[] = [];
     const run = await interruptWhen(

@@ -6,15 +6,7 @@
 import { expect, test } from "vitest";
 import path from "node:path";
 import { packageRoot } from "../src/migrate.ts";
-import { interruptWhen, runNode, testServer, withPgClient } from "./helpers.ts";
-
-/** The databases a run with this process id made on the test server. */
-const databasesOf = (prefix: string, pid: number) =>
-  withPgClient(testServer().adminUrl, async (c) =>
-    (await c.query<{ datname: string }>("select datname from pg_database where datname like $1 order by 1", [`${prefix}_${pid}_%`])).rows.map(
-      (r) => r.datname,
-    ),
-  );
+import { databasesMadeBy, interruptWhen, runNode, testServer, withPgClient } from "./helpers.ts";
 
 test("the demo reproduces the bug, migrates, survives the storm, and cleans up", async () => {
   const server = testServer();
@@ -48,13 +40,13 @@ test("Ctrl-C during the storm on DATABASE_URL's server: exit 130, its database d
     path.join(packageRoot, "scripts", "tools", "demo.ts"),
     [],
     { DATABASE_URL: testServer().adminUrl },
-    async (pid, output) => (made = await databasesOf("rolesync_demo", pid)).length > 0 && /5\. A login storm/.test(output),
+    async (pid, output) => (made = await databasesMadeBy("rolesync_demo", pid)).length > 0 && /5\. A login storm/.test(output),
   );
   expect(run.code, run.output).toBe(130);
   expect(made).toHaveLength(1);
   expect(run.output).toContain(`rolesync demo: interrupted; dropped database ${made[0]} on DATABASE_URL's server\n`);
   expect(run.output).not.toMatch(/demo failed|login failed|Unhandled|node:events|^\s+at /m);
-  expect(await databasesOf("rolesync_demo", run.pid)).toEqual([]);
+  expect(await databasesMadeBy("rolesync_demo", run.pid)).toEqual([]);
 });
 
 test("`--pg` outside the supported range, a missing major or an unknown argument: exit 1 with the range, before any server starts", async () => {

@@ -77,6 +77,18 @@ export async function interruptWhen(
   return { ...(await closed), output, pid };
 }
 
+/**
+ * The databases the process `pid` made on the test server through
+ * uniqueName(prefix...): `prefix_<pid>_…`, or `prefix_<kind>_<pid>_…`.
+ */
+export async function databasesMadeBy(prefix: string, pid: number): Promise<string[]> {
+  return withClient(testServer().adminUrl, async (c) =>
+    (await c.query<{ datname: string }>("select datname from pg_database where datname ~ $1 order by 1", [`^${prefix}_([a-z_]+_)?${pid}_`])).rows.map(
+      (r) => r.datname,
+    ),
+  );
+}
+
 /** Runs a Node script (with tsx, for .ts) as a subprocess, as a user would; collects its output. */
 export function runNode(
   script: string,

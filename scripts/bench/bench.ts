@@ -25,7 +25,7 @@ import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { createDatabase, dropDatabase, startServerOrExit, uniqueName, withClient, type Server } from "../server/db.ts";
 import { pgEnv } from "../test/pgtap.ts";
-import { ALEPH_SCHEMA } from "../server/fixtures.ts";
+import { ALEPH_SCHEMA, alephLegacyLogin } from "../server/fixtures.ts";
 import { OneLineError, removeOnExit, takePgOption, unlessInterrupted } from "../server/embedded.ts";
 import { startDelayProxy, tuneRoundTrip } from "./network.ts";
 import { renderReport, type BenchResults, type CallbackCell, type Compared, type Latencies, type NetworkCell, type Run } from "./bench-render.ts";
@@ -537,13 +537,7 @@ function legacyWriter(url: string, member: number) {
     while (writing) {
       const t = performance.now();
       try {
-        await c.query("begin");
-        await c.query("delete from public.role_membership where member_id = $1", [member]);
-        await c.query(
-          "insert into public.role_membership (group_id, member_id) select 1 + ($1 * 7 + k * 131) % 1000, $1 from generate_series(0, 4) k",
-          [member],
-        );
-        await c.query("commit");
+        await alephLegacyLogin(c, member, LEGACY_GROUPS);
         waits[phase].push({ at: t, ms: performance.now() - t });
       } catch (e) {
         errors.push((e as { code?: string }).code ?? (e as Error).message);

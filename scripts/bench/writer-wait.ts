@@ -23,6 +23,7 @@ import pg from "pg";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createDatabase, dropDatabase, startServerOrExit, uniqueName, withClient } from "../server/db.ts";
 import { runMigrations } from "../../src/migrate.ts";
+import { alephLegacyLogin } from "../server/fixtures.ts";
 import { unlessInterrupted } from "../server/embedded.ts";
 
 /** Aleph 4.0's role and role_membership (Alembic 8adf50aadcb0), with its ledger, as an operator's database has them. */
@@ -101,17 +102,12 @@ try {
     for (let i = 0; phase !== "done"; i++) {
       const t = performance.now();
       const at = phase;
-      await c.query("begin");
-      if (login === "legacy") {
-        await c.query("delete from public.role_membership where member_id = $1", [member]);
-        await c.query(
-          "insert into public.role_membership (group_id, member_id) select 1 + ($1 * 7 + k * 131) % 1000, $1 from generate_series(0, 4) k",
-          [member],
-        );
-      } else {
+      if (login === "legacy") await alephLegacyLogin(c, member, 1000);
+      else {
+        await c.query("begin");
         await c.query("insert into public.role_membership (group_id, member_id) values ($1, $2)", [1 + (i % 1000), member]);
+        await c.query("commit");
       }
-      await c.query("commit");
       waits[at].push(performance.now() - t);
       await sleep(20);
     }

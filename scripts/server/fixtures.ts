@@ -145,6 +145,22 @@ create table public.role_membership (
   foreign key (member_id) references public.role (id)
 );`;
 
+/**
+ * One login as Aleph before 4.1 makes it, in its own transaction: delete the
+ * user's rows, insert its 5 groups again (of `groups`, picked as the bench's
+ * legacy tables are loaded). Without a group index the DELETE scans the
+ * whole table: the writer the bench and writer-wait.ts run beside a migration.
+ */
+export async function alephLegacyLogin(client: pg.Client, member: number, groups = 1000): Promise<void> {
+  await client.query("begin");
+  await client.query("delete from public.role_membership where member_id = $1", [member]);
+  await client.query(
+    "insert into public.role_membership (group_id, member_id) select 1 + ($1 * 7 + k * 131) % $2, $1 from generate_series(0, 4) k",
+    [member, groups],
+  );
+  await client.query("commit");
+}
+
 /** Aleph before 4.1: no key, nullable columns, clean data. */
 export async function alephPre41(client: pg.Client, opts: { users?: number; groups?: number } = {}) {
   await client.query(ALEPH_SCHEMA);
